@@ -1,0 +1,102 @@
+"""Chapter 01 — architecture as inductive bias: presets and the sweep.
+
+Six architectures are trained from scratch on class-balanced CIFAR-10 subsets of several sizes, with and
+without crop+flip augmentation, over several seeds. Every run takes the same number of optimizer steps
+(fixed compute), so smaller training sets are seen for more epochs. A control trains every model on images
+whose pixel positions are shuffled by one fixed permutation (train and test alike).
+"""
+from __future__ import annotations
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data import DATASETS, class_balanced_subset, load_dataset, permute_pixels, split_off
+from ..models import count_parameters, list_models
+from ..profiles import register_presets, require
+from ..runs import train_or_load
+from ..train import device_name, evaluate
+
+NOTEBOOK = "01_architectures"
+MODELS = ["mlp", "mixer", "vit", "cnn", "cnn_sa", "resnet18"]
+
+_SMALL = {"mlp": {"width": 256, "depth": 2}, "mixer": {"dim": 64, "depth": 3, "token_hidden": 32, "channel_hidden": 128},
+          "vit": {"dim": 64, "depth": 3, "heads": 4}, "cnn": {"width": 12}, "cnn_sa": {"width": 12},
+          "resnet18": {"width": 6}}
+_TINY = {"mlp": {"width": 32, "depth": 1}, "mixer": {"dim": 16, "depth": 1, "token_hidden": 8, "channel_hidden": 16},
+         "vit": {"dim": 16, "depth": 1, "heads": 2}, "cnn": {"width": 4}, "cnn_sa": {"width": 4},
+         "resnet18": {"width": 2}}
+_FULL = {"mlp": {"width": 1024, "depth": 3}, "mixer": {"dim": 256, "depth": 8, "token_hidden": 128, "channel_hidden": 1024},
+         "vit": {"dim": 256, "depth": 6, "heads": 8}, "cnn": {"width": 64}, "cnn_sa": {"width": 64},
+         "resnet18": {"width": 64}}
+
+_COMMON = dict(dataset="cifar10", models=MODELS, augment_options=["none", "crop+flip"], optimizer="adamw",
+               lr=2e-3, weight_decay=0.05, schedule="cosine", label_smoothing=0.0, permutation_seed=0,
+               val_per_class=50, device="auto", compile=False)
+PRESETS = {
+    "smoke": {**_COMMON, "model_kw": _TINY, "n_per_class": [4, 8], "steps": 2, "batch_size": 16, "seeds": 2,
+              "test_per_class": 5, "val_per_class": 2, "permute_n_per_class": 8},
+    "cpu": {**_COMMON, "model_kw": _SMALL, "n_per_class": [25, 100, 400], "steps": 100, "batch_size": 64,
+            "seeds": 2, "test_per_class": 200, "permute_n_per_class": 400},
+    "gpu": {**_COMMON, "model_kw": _FULL, "n_per_class": [50, 500, 4950], "steps": 3000, "batch_size": 512,
+            "seeds": 3, "test_per_class": 0, "permute_n_per_class": 4950, "lr": 1e-3},
+}
+
+
+def _validate(p: dict) -> None:
+    require(set(p["models"]) <= set(list_models()), f"unknown models {sorted(set(p['models']) - set(list_models()))}")
+    require(set(p["model_kw"]) >= set(p["models"]), f"model_kw lacks {sorted(set(p['models']) - set(p['model_kw']))}")
+    require(p["dataset"] in DATASETS, f"unknown dataset {p['dataset']!r}")
+    require(all(isinstance(n, int) and n > 0 for n in p["n_per_class"]), "n_per_class must be positive integers")
+    require(p["permute_n_per_class"] in p["n_per_class"] or p["permute_n_per_class"] == 0,
+            "permute_n_per_class must be one of n_per_class (or 0 to skip the control)")
+    require(p["steps"] >= 1 and p["batch_size"] >= 1 and p["seeds"] >= 1, "steps, batch_size and seeds must be >= 1")
+    require(p["test_per_class"] >= 0 and p["val_per_class"] >= 1, "test_per_class >= 0 and val_per_class >= 1")
+    require(set(p["augment_options"]) <= {"none", "crop", "flip", "crop+flip"}, "augment_options: none/crop/flip/crop+flip")
+
+
+register_presets(NOTEBOOK, PRESETS, _validate)
+
+
+def plan(p: dict) -> list[dict]:
+    """All runs of the sweep: model × size × augmentation × seed, plus the permuted-pixel control."""
+    runs = [dict(model=m, n_per_class=n, augment=a, seed=s, permuted=False)
+            for n in p["n_per_class"] for a in p["augment_options"] for s in range(p["seeds"]) for m in p["models"]]
+    if p["permute_n_per_class"]:
+        runs += [dict(model=m, n_per_class=p["permute_n_per_class"], augment="none", seed=s, permuted=True)
+                 for s in range(p["seeds"]) for m in p["models"]]
+    return runs
+
+
+def run_sweep(p: dict, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Train (or load from the run cache) every planned model; return (results table, histories).
+
+    ``histories`` maps ``(model, n_per_class, augment, seed, permuted)`` to the per-epoch history frame.
+    """
+    device = None if p["device"] == "auto" else p["device"]
+    pool, val = split_off(load_dataset(p["dataset"], "train"), p["val_per_class"], seed=10_000)
+    test = load_dataset(p["dataset"], "test")
+    if p["test_per_class"]:
+        test = class_balanced_subset(test, p["test_per_class"], seed=0)
+    largest = max(p["n_per_class"])
+    rows, histories = [], {}
+    for run in tqdm(plan(p), desc="runs", disable=not progress):
+        train = class_balanced_subset(pool, run["n_per_class"], seed=run["seed"])
+        run_test, run_val = test, val
+        if run["permuted"]:
+            train, run_test, run_val = (permute_pixels(d, p["permutation_seed"]) for d in (train, test, val))
+        epochs = max(1, round(p["steps"] * p["batch_size"] / len(train)))
+        model, hist, cached = train_or_load(
+            run["model"], train, run_val if run["n_per_class"] == largest else None,
+            model_kw=p["model_kw"][run["model"]], device=device, progress=False, epochs=epochs,
+            batch_size=p["batch_size"], optimizer=p["optimizer"], lr=p["lr"], weight_decay=p["weight_decay"],
+            schedule=p["schedule"], label_smoothing=p["label_smoothing"], augment=run["augment"],
+            seed=run["seed"], compile=p["compile"])
+        ev = evaluate(model, run_test)
+        histories[tuple(run.values())] = hist.frame
+        rows.append(dict(experiment="architectures", model=run["model"], dataset=p["dataset"], n_train=len(train),
+                         seed=run["seed"], epochs=epochs, params=count_parameters(model), test_acc=ev["acc"],
+                         test_nll=ev["nll"], wall_s=hist.wall_s, images_per_s=hist.images_per_s,
+                         device=device_name(next(model.parameters()).device), n_per_class=run["n_per_class"],
+                         augment=run["augment"], permuted=run["permuted"], steps=p["steps"],
+                         batch_size=p["batch_size"], test_top5=ev["top5"], n_test=ev["n"], cached=cached))
+    return pd.DataFrame(rows), histories

@@ -1,0 +1,95 @@
+"""Load-or-train: a trained model is cached under a hash of everything that defines it.
+
+``train_or_load`` keys a run on the model name and arguments, a fingerprint of the training data, the
+:class:`~ibnb.train.TrainConfig` and a hash of the training code, so a later notebook (or a re-run) reuses a
+model another notebook already trained. Runs live in ``IBNB_RUNS`` (default ``~/.cache/ibnb/runs``), never
+in git. An interrupted run resumes from its per-epoch checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .data import ImageData
+from .models import create_model
+from .train import History, TrainConfig, default_device, device_name, fit
+from .utils import atomic_torch_save, atomic_write, cache_root, env_path, seed_everything, stable_hash
+
+_CODE_FILES = ("train.py", "augment.py", "runs.py")
+
+
+def runs_dir() -> Path:
+    return env_path("IBNB_RUNS", cache_root() / "runs")
+
+
+def training_code_hash() -> str:
+    """Hash of the code that determines a trained model: the loop, augmentation and model definitions."""
+    pkg = Path(__file__).resolve().parent
+    files = [pkg / f for f in _CODE_FILES] + sorted((pkg / "models").glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def fingerprint(data: ImageData) -> str:
+    """A cheap content hash of a dataset: all labels plus a strided sample of the images."""
+    h = hashlib.sha256()
+    h.update(data.y.numpy().tobytes())
+    step = max(1, len(data) // 256)
+    h.update(data.x[::step].numpy().tobytes())
+    h.update(str(tuple(data.x.shape)).encode())
+    return h.hexdigest()[:16]
+
+
+def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig) -> str:
+    return stable_hash({"model": model_name, "model_kw": model_kw, "data": fingerprint(train),
+                        "train": asdict(cfg), "code": training_code_hash()})
+
+
+def train_or_load(model_name: str, train: ImageData, val: ImageData | None = None, *,
+                  model_kw: dict | None = None, device=None, progress: bool = True,
+                  **train_kw) -> tuple[nn.Module, History, bool]:
+    """Return ``(model, history, cached)``: the trained model from the run cache, or train it now.
+
+    ``train_kw`` are :func:`~ibnb.train.fit` keyword arguments (``epochs``, ``lr``, ``seed``...). The model is
+    built with ``num_classes``/``in_channels``/``image_size`` taken from ``train`` unless given in ``model_kw``,
+    after seeding with ``train_kw['seed']`` so that its initialisation is part of the run's identity.
+    """
+    model_kw = dict(model_kw or {})
+    model_kw.setdefault("num_classes", train.num_classes)
+    model_kw.setdefault("in_channels", train.shape[0])
+    model_kw.setdefault("image_size", train.shape[1])
+    fit_fields = {k: v for k, v in train_kw.items() if k in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**fit_fields).validate()
+    key = run_key(model_name, model_kw, train, cfg)
+    folder = runs_dir() / f"{model_name}-{key}"
+    final = folder / "final.pt"
+    device = torch.device(device) if device is not None else default_device()
+    seed_everything(cfg.seed)
+    model = create_model(model_name, **model_kw)
+    if final.exists():
+        try:
+            state = torch.load(final, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+            model.to(device)
+            return model, History(pd.DataFrame(state["rows"]), state["config"]), True
+        except Exception as e:  # a corrupt cache entry is retrained, not trusted
+            print(f"warning: ignoring unreadable cached run {final} ({e}); retraining")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "config.json", json.dumps(
+        {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
+         "n_train": len(train), "code": training_code_hash()}, indent=2, default=str))
+    history = fit(model, train, val, device=device, progress=progress, desc=model_name,
+                  checkpoint=folder / "checkpoint.pt", **train_kw)
+    atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "rows": history.frame.to_dict("records"), "config": history.config,
+                       "device": device_name(device)}, final)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return model, history, False

@@ -1,0 +1,79 @@
+"""Small shared helpers: repo paths, atomic writes, seeding, hashing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def repo_root() -> Path:
+    """The repository root (the folder that holds the ``ibnb`` package)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def env_path(var: str, default: Path | str) -> Path:
+    """Path from environment variable ``var`` (``~`` expanded), else ``default``."""
+    value = os.environ.get(var)
+    return Path(value).expanduser() if value else Path(default).expanduser()
+
+
+def cache_root() -> Path:
+    """Root of ibnb's caches outside the repository (``~/.cache/ibnb``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "ibnb"
+
+
+def atomic_write(path: Path | str, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    A reader never sees a half-written file: either the old content or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path: Path | str) -> Path:
+    """``torch.save`` through a temporary file and rename (no partial checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def stable_hash(obj, n: int = 12) -> str:
+    """Short sha256 of a JSON-serialisable object (keys sorted), used as a cache key."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

@@ -1,0 +1,106 @@
+"""The training loop: learning, resume equivalence, NaN stop, schedules, load-or-train cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ibnb.models import create_model
+from ibnb.runs import train_or_load
+from ibnb.train import NonFiniteLossError, TrainConfig, evaluate, fit
+from conftest import toy_data
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return create_model("cnn", num_classes=4, image_size=8, width=4, stages=2)
+
+
+def test_fit_learns_and_records_history():
+    data = toy_data()
+    model = small_cnn()
+    hist = fit(model, data, data, epochs=6, batch_size=16, lr=1e-2, progress=False, device="cpu")
+    f = hist.frame
+    assert list(f["epoch"]) == list(range(1, 7))
+    for col in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "wall_s", "images_per_s"):
+        assert col in f
+    assert f["train_loss"].iloc[-1] < f["train_loss"].iloc[0]
+    assert evaluate(model, data)["acc"] > 0.6
+    assert hist.images_per_s > 0 and hist.wall_s > 0
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    data = toy_data()
+    kw = dict(epochs=4, batch_size=16, lr=5e-3, augment="crop+flip", seed=3, progress=False, device="cpu")
+    reference = small_cnn()
+    fit(reference, data, **kw)
+
+    ckpt = tmp_path / "ckpt.pt"
+    model = small_cnn()
+    calls = {"n": 0}
+
+    def interrupt(*_):
+        calls["n"] += 1
+        if calls["n"] == 17:  # in epoch 3 (8 steps per epoch)
+            raise KeyboardInterrupt
+    handle = model.register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, checkpoint=ckpt, **kw)
+    handle.remove()
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    resumed = small_cnn()
+    hist = fit(resumed, data, checkpoint=ckpt, **kw)
+    assert len(hist.frame) == 4
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    data = toy_data()
+    fit(small_cnn(), data, epochs=1, batch_size=16, checkpoint=tmp_path / "c.pt", progress=False, device="cpu")
+    with pytest.raises(ValueError, match="different configuration"):
+        fit(small_cnn(), data, epochs=2, batch_size=16, checkpoint=tmp_path / "c.pt", progress=False, device="cpu")
+
+
+def test_non_finite_loss_stops_with_clear_error():
+    data = toy_data()
+    model = small_cnn()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        fit(model, data, epochs=2, batch_size=16, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "plateau", "constant"])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_optimizers_and_schedules_run(schedule, optimizer):
+    hist = fit(small_cnn(), toy_data(8), toy_data(4, seed=1), epochs=2, batch_size=8, lr=1e-2, schedule=schedule,
+               optimizer=optimizer, label_smoothing=0.1, progress=False, device="cpu")
+    assert len(hist.frame) == 2 and hist.frame["train_loss"].notna().all()
+
+
+def test_bad_training_config_is_rejected():
+    for bad in (dict(optimizer="adam"), dict(schedule="step"), dict(epochs=0), dict(lr=0), dict(augment="rot")):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad).validate()
+
+
+def test_evaluate_metrics_are_consistent():
+    data = toy_data()
+    out = evaluate(small_cnn(), data, return_logits=True)
+    assert 0 <= out["acc"] <= out["top5"] <= 1 and out["nll"] > 0 and out["logits"].shape == (128, 4)
+
+
+def test_train_or_load_reuses_and_retrains_corrupt_cache(tmp_path):
+    data = toy_data()
+    kw = dict(model_kw={"width": 4, "stages": 2}, epochs=1, batch_size=16, progress=False, device="cpu")
+    m1, h1, cached1 = train_or_load("cnn", data, **kw)
+    m2, h2, cached2 = train_or_load("cnn", data, **kw)
+    assert (cached1, cached2) == (False, True)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert h1.frame.equals(h2.frame)
+    _, _, cached3 = train_or_load("cnn", data, **{**kw, "seed": 1})
+    assert not cached3  # another seed is another run
+    final = next((tmp_path / "runs").glob("cnn-*/final.pt"))
+    final.write_bytes(b"not a checkpoint")
+    _, _, cached4 = train_or_load("cnn", data, **kw)
+    assert not cached4
