@@ -46,3 +46,21 @@ def summarize(df: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.Da
     """Mean, standard deviation (ddof=1; NaN for one seed), and number of seeds of ``value`` per group."""
     g = df.groupby(by, sort=True)[value]
     return g.agg(mean="mean", std="std", n="count").reset_index()
+
+
+def paired_difference(df: pd.DataFrame, key: str, a, b, by: str = "model", value: str = "test_acc") -> pd.DataFrame:
+    """Per ``by`` group: mean, std (ddof=1) and count over seeds of ``value[key == a] - value[key == b]``,
+    paired by seed (rows must be unique per ``by``, ``seed`` and ``key``)."""
+    wide = df.pivot_table(index=[by, "seed"], columns=key, values=value, aggfunc="first")
+    diff = (wide[a] - wide[b]).dropna().groupby(level=0)
+    return pd.DataFrame({"mean": diff.mean(), "std": diff.std(), "n": diff.count()})
+
+
+def versus(mean: float, std: float, other: str, *, scale: float = 100.0, unit: str = "points") -> str:
+    """Phrase a signed paired difference against ``other``: ``"3.1 ± 0.8 points ahead of the MLP"``,
+    ``"... behind the MLP"``, or ``"level with the MLP (+0.4 ± 1.2 points)"`` when the mean difference is
+    within one standard deviation of zero."""
+    m, s = scale * float(mean), scale * (0.0 if std != std else float(std))
+    if abs(m) <= s:
+        return f"level with {other} ({m:+.1f} ± {s:.1f} {unit})"
+    return f"{abs(m):.1f} ± {s:.1f} {unit} {'ahead of' if m > 0 else 'behind'} {other}"

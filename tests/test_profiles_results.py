@@ -17,8 +17,8 @@ NB = "01_architectures"
 
 
 def test_profiles_resolve_with_overrides_and_none_defaults():
-    p = profiles.resolve(NB, {"profile": "smoke", "steps": None, "lr": 0.01})
-    assert p["profile"] == "smoke" and p["steps"] == profiles.presets(NB)["smoke"]["steps"] and p["lr"] == 0.01
+    p = profiles.resolve(NB, {"profile": "smoke", "epochs": None, "lr": 0.01})
+    assert p["profile"] == "smoke" and p["epochs"] == profiles.presets(NB)["smoke"]["epochs"] and p["lr"] == 0.01
     p = profiles.resolve(NB, {"model_kw": {"vit": {"depth": 9}}})
     assert p["profile"] == "cpu" and p["model_kw"]["vit"]["depth"] == 9 and "dim" in p["model_kw"]["vit"]
 
@@ -26,7 +26,7 @@ def test_profiles_resolve_with_overrides_and_none_defaults():
 @pytest.mark.parametrize("bad, match", [
     ({"profile": "tpu"}, "Unknown profile"),
     ({"stepz": 3}, "Unknown parameter"),
-    ({"steps": "many"}, "has type str"),
+    ({"epochs": "many"}, "has type str"),
     ({"seeds": 0}, "Inconsistent"),
     ({"models": ["cnn", "transformer9000"]}, "unknown models"),
     ({"permute_n_per_class": 7}, "permute_n_per_class"),

@@ -1,9 +1,9 @@
 """Chapter 01 — architecture as inductive bias: presets and the sweep.
 
 Six architectures are trained from scratch on class-balanced CIFAR-10 subsets of several sizes, with and
-without crop+flip augmentation, over several seeds. Every run takes the same number of optimizer steps
-(fixed compute), so smaller training sets are seen for more epochs. A control trains every model on images
-whose pixel positions are shuffled by one fixed permutation (train and test alike).
+without crop+flip augmentation, over several seeds. Every run takes ``epochs`` passes over its training set,
+but at least ``min_steps`` optimizer steps, so the smallest sets are not starved of updates. A control trains
+every model on images whose pixel positions are shuffled by one fixed permutation (train and test alike).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from ..train import device_name, evaluate
 NOTEBOOK = "01_architectures"
 MODELS = ["mlp", "mixer", "vit", "cnn", "cnn_sa", "resnet18"]
 
-_SMALL = {"mlp": {"width": 256, "depth": 2}, "mixer": {"dim": 64, "depth": 3, "token_hidden": 32, "channel_hidden": 128},
-          "vit": {"dim": 64, "depth": 3, "heads": 4}, "cnn": {"width": 12}, "cnn_sa": {"width": 12},
-          "resnet18": {"width": 6}}
+_SMALL = {"mlp": {"width": 256, "depth": 2}, "mixer": {"dim": 48, "depth": 2, "token_hidden": 32, "channel_hidden": 96},
+          "vit": {"dim": 48, "depth": 2, "heads": 3}, "cnn": {"width": 8}, "cnn_sa": {"width": 8},
+          "resnet18": {"width": 4}}
 _TINY = {"mlp": {"width": 32, "depth": 1}, "mixer": {"dim": 16, "depth": 1, "token_hidden": 8, "channel_hidden": 16},
          "vit": {"dim": 16, "depth": 1, "heads": 2}, "cnn": {"width": 4}, "cnn_sa": {"width": 4},
          "resnet18": {"width": 2}}
@@ -33,12 +33,12 @@ _COMMON = dict(dataset="cifar10", models=MODELS, augment_options=["none", "crop+
                lr=2e-3, weight_decay=0.05, schedule="cosine", label_smoothing=0.0, permutation_seed=0,
                val_per_class=50, device="auto", compile=False)
 PRESETS = {
-    "smoke": {**_COMMON, "model_kw": _TINY, "n_per_class": [4, 8], "steps": 2, "batch_size": 16, "seeds": 2,
-              "test_per_class": 5, "val_per_class": 2, "permute_n_per_class": 8},
-    "cpu": {**_COMMON, "model_kw": _SMALL, "n_per_class": [25, 100, 400], "steps": 100, "batch_size": 64,
-            "seeds": 2, "test_per_class": 200, "permute_n_per_class": 400},
-    "gpu": {**_COMMON, "model_kw": _FULL, "n_per_class": [50, 500, 4950], "steps": 3000, "batch_size": 512,
-            "seeds": 3, "test_per_class": 0, "permute_n_per_class": 4950, "lr": 1e-3},
+    "smoke": {**_COMMON, "model_kw": _TINY, "n_per_class": [4, 8], "epochs": 1, "min_steps": 2, "batch_size": 16,
+              "seeds": 2, "test_per_class": 5, "val_per_class": 2, "permute_n_per_class": 8},
+    "cpu": {**_COMMON, "model_kw": _SMALL, "n_per_class": [20, 80, 320], "epochs": 6, "min_steps": 100,
+            "batch_size": 64, "seeds": 2, "test_per_class": 200, "permute_n_per_class": 80},
+    "gpu": {**_COMMON, "model_kw": _FULL, "n_per_class": [50, 500, 4950], "epochs": 40, "min_steps": 2000,
+            "batch_size": 256, "seeds": 3, "test_per_class": 0, "permute_n_per_class": 4950, "lr": 1e-3},
 }
 
 
@@ -49,7 +49,8 @@ def _validate(p: dict) -> None:
     require(all(isinstance(n, int) and n > 0 for n in p["n_per_class"]), "n_per_class must be positive integers")
     require(p["permute_n_per_class"] in p["n_per_class"] or p["permute_n_per_class"] == 0,
             "permute_n_per_class must be one of n_per_class (or 0 to skip the control)")
-    require(p["steps"] >= 1 and p["batch_size"] >= 1 and p["seeds"] >= 1, "steps, batch_size and seeds must be >= 1")
+    require(min(p["epochs"], p["min_steps"], p["batch_size"], p["seeds"]) >= 1,
+            "epochs, min_steps, batch_size and seeds must be >= 1")
     require(p["test_per_class"] >= 0 and p["val_per_class"] >= 1, "test_per_class >= 0 and val_per_class >= 1")
     require(set(p["augment_options"]) <= {"none", "crop", "flip", "crop+flip"}, "augment_options: none/crop/flip/crop+flip")
 
@@ -65,6 +66,16 @@ def plan(p: dict) -> list[dict]:
         runs += [dict(model=m, n_per_class=p["permute_n_per_class"], augment="none", seed=s, permuted=True)
                  for s in range(p["seeds"]) for m in p["models"]]
     return runs
+
+
+def steps_per_epoch(n_train: int, p: dict) -> int:
+    """Optimizer steps per epoch, as :func:`ibnb.train.fit` batches (drops the last partial batch)."""
+    return max(1, n_train // p["batch_size"])
+
+
+def epochs_for(n_train: int, p: dict) -> int:
+    """``epochs`` passes, raised so that the run takes at least ``min_steps`` optimizer steps."""
+    return max(p["epochs"], -(-p["min_steps"] // steps_per_epoch(n_train, p)))
 
 
 def run_sweep(p: dict, progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -84,7 +95,7 @@ def run_sweep(p: dict, progress: bool = True) -> tuple[pd.DataFrame, dict]:
         run_test, run_val = test, val
         if run["permuted"]:
             train, run_test, run_val = (permute_pixels(d, p["permutation_seed"]) for d in (train, test, val))
-        epochs = max(1, round(p["steps"] * p["batch_size"] / len(train)))
+        epochs = epochs_for(len(train), p)
         model, hist, cached = train_or_load(
             run["model"], train, run_val if run["n_per_class"] == largest else None,
             model_kw=p["model_kw"][run["model"]], device=device, progress=False, epochs=epochs,
@@ -97,6 +108,6 @@ def run_sweep(p: dict, progress: bool = True) -> tuple[pd.DataFrame, dict]:
                          seed=run["seed"], epochs=epochs, params=count_parameters(model), test_acc=ev["acc"],
                          test_nll=ev["nll"], wall_s=hist.wall_s, images_per_s=hist.images_per_s,
                          device=device_name(next(model.parameters()).device), n_per_class=run["n_per_class"],
-                         augment=run["augment"], permuted=run["permuted"], steps=p["steps"],
+                         augment=run["augment"], permuted=run["permuted"], steps=epochs * steps_per_epoch(len(train), p),
                          batch_size=p["batch_size"], test_top5=ev["top5"], n_test=ev["n"], cached=cached))
     return pd.DataFrame(rows), histories
