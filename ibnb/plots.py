@@ -28,6 +28,9 @@ def accuracy_vs_size(df: pd.DataFrame, *, panel: str = "augment", x: str = "n_tr
             ax.errorbar(d[x], 100 * d["mean"], yerr=100 * d["std"].fillna(0), marker="o", capsize=3,
                         label=model, color=color(model))
         ax.set_xscale("log")
+        ticks = sorted(df[x].unique())
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training images (log scale)")
         ax.set_title(f"{panel} = {pv}")
         ax.grid(alpha=0.3, which="both")

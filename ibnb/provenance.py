@@ -24,30 +24,45 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ibnb.utils import repo_root
+from ibnb.utils import atomic_write, repo_root
 
 __all__ = ["code_hash", "git_commit", "environment", "start", "Run", "format_box"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def code_hash(package_dir: Path | str | None = None, n: int = 12) -> str:
-    """Short sha256 over every ``*.py`` file of the ibnb package (sorted by relative path).
+def code_hash(package_dir: Path | str | None = None, n: int = 12, files: Sequence[str] | None = None) -> str:
+    """Short sha256 over ibnb source files (sorted by path relative to the package folder).
 
-    Both the relative path and the bytes of each file enter the hash, so editing,
-    adding, removing or renaming a module changes it.  ``package_dir`` defaults to the
-    installed ``ibnb`` package folder (tests point it at a temporary copy).
+    With ``files=None`` every ``*.py`` of the package enters the hash; with ``files`` (relative paths, as
+    recorded by :func:`imported_files`) only those do, so a page depends on exactly the modules its
+    notebook imported. Path and bytes of each file enter the hash: editing, adding, removing or renaming a
+    module that counts changes it (a recorded file that no longer exists hashes as missing).
+    ``package_dir`` defaults to the installed ``ibnb`` package folder (tests point it at a temporary copy).
     """
     root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    if files is None:
+        rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    else:
+        rels = sorted(set(files))
     h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
-    for path in files:
-        rel = path.relative_to(root).as_posix()
+    for rel in rels:
+        path = root / rel
         h.update(rel.encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
+        h.update((path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
     return h.hexdigest()[:n]
+
+
+def imported_files() -> list[str]:
+    """Relative paths of the ibnb modules loaded in this process (what a notebook's results depend on)."""
+    out = set()
+    for module in list(sys.modules.values()):
+        f = getattr(module, "__file__", None)
+        if f and Path(f).resolve().is_relative_to(PACKAGE_DIR):
+            out.add(Path(f).resolve().relative_to(PACKAGE_DIR).as_posix())
+    return sorted(out)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -186,7 +201,8 @@ class Run:
         info = {
             "notebook": self.notebook,
             "commit": git_commit(),
-            "code_hash": code_hash(),
+            "code_hash": code_hash(files=imported_files()),
+            "code_files": imported_files(),
             "profile": self.params.get("profile", "unknown"),
             "params": dict(self.params),
             "environment": environment(),
@@ -195,6 +211,9 @@ class Run:
             "wall_min": round(wall / 60.0, 2),
         }
         self.info = info
+        sidecar = os.environ.get("IBNB_PROVENANCE_FILE")
+        if sidecar:  # set by the runner: tells it which modules this page depends on
+            atomic_write(sidecar, json.dumps({"code_files": info["code_files"], "code_hash": info["code_hash"]}))
         box = format_box(info)
         if display:
             if _in_ipython():

@@ -187,10 +187,9 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
 
     stem = src.stem
     check_params(src, params)
-    code = code or current_code_hash()
     src_hash = source_hash(nbformat.read(src, as_version=4))
-    key = run_hash(src_hash, params, code)
     old = _recorded_meta(dest) if dest.exists() else {}
+    key = run_hash(src_hash, params, code or current_code_hash(files=old.get("code_files")))
     if not force and old.get("hash") == key:
         return Outcome(stem, "skipped", float(old.get("wall_s", 0.0)), dest)
 
@@ -198,8 +197,11 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
         print(f"{stem}: executing with {json.dumps(params, default=str)}", flush=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"ibnb-{stem}-"))
     tmp_out = tmp_dir / f"{stem}.ipynb"
+    sidecar = tmp_dir / "provenance.json"
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
+    saved_env = os.environ.get("IBNB_PROVENANCE_FILE")
+    os.environ["IBNB_PROVENANCE_FILE"] = str(sidecar)  # the kernel inherits it; run.finish() writes there
     try:
         papermill.execute_notebook(str(src), str(tmp_out), parameters=params, kernel_name=kernel,
                                    cwd=str(cwd), progress_bar=progress)
@@ -214,11 +216,23 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
         raise RunnerError(f"{stem}: execution failed before completion: {type(err).__name__}: {err}\n"
                           f"  The previous executed copy {dest} was left untouched. Check that the "
                           f"'{kernel}' kernel exists (`jupyter kernelspec list`).") from None
+    finally:
+        if saved_env is None:
+            os.environ.pop("IBNB_PROVENANCE_FILE", None)
+        else:
+            os.environ["IBNB_PROVENANCE_FILE"] = saved_env
     wall = time.perf_counter() - t0
+    # The page depends on the ibnb modules its kernel imported (recorded by run.finish());
+    # a notebook without a provenance cell depends on the whole package.
+    deps = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    code_files = deps.get("code_files")
+    if code is None:
+        code = current_code_hash(files=code_files)
+    key = run_hash(src_hash, params, code)
 
     nb = nbformat.read(tmp_out, as_version=4)
     nb.metadata["ibnb"] = {
-        "hash": key, "source_hash": src_hash, "code_hash": code, "params": params,
+        "hash": key, "source_hash": src_hash, "code_hash": code, "code_files": code_files, "params": params,
         "profile": params.get("profile", DEFAULT_PROFILE),
         "executed_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(wall, 1),
     }
@@ -228,6 +242,7 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
         pm_meta["output_path"] = os.path.relpath(dest, cwd)
     atomic_write(dest, nbformat.writes(nb))
     tmp_out.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
     tmp_dir.rmdir()
     return Outcome(stem, "executed", wall, dest)
 
@@ -239,11 +254,10 @@ def run_notebooks(names: Sequence[str] = (), *, profile: str = DEFAULT_PROFILE,
     """Execute (or skip) every selected notebook in order; stops at the first failure."""
     paths = paths or Paths.for_repo()
     params = {"profile": profile, **(overrides or {})}
-    code = current_code_hash()
     outcomes = []
     for src in find_notebooks(names, paths.notebooks):
         dest = paths.experiments / src.name
-        outcome = execute_notebook(src, dest, params, cwd=paths.repo, force=force, code=code,
+        outcome = execute_notebook(src, dest, params, cwd=paths.repo, force=force,
                                    progress=progress, echo=echo)
         if echo:
             print(outcome.summary(), flush=True)
@@ -252,11 +266,15 @@ def run_notebooks(names: Sequence[str] = (), *, profile: str = DEFAULT_PROFILE,
 
 
 # ----------------------------------------------------------------------------- stale marks
-def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str) -> list[str]:
-    """Why an executed notebook no longer matches its source / the ibnb code ([] when current)."""
+def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str | None = None) -> list[str]:
+    """Why an executed notebook no longer matches its source / the ibnb code ([] when current).
+
+    ``code`` defaults to the current hash of the modules the page recorded (``code_files``)."""
     meta = executed.metadata.get("ibnb")
     if not meta:
         return ["it was not produced by `python -m ibnb run` (no provenance metadata)"]
+    if code is None:
+        code = current_code_hash(files=meta.get("code_files"))
     reasons = []
     if meta.get("code_hash") != code:
         reasons.append(f"the ibnb code changed (executed with `{meta.get('code_hash')}`, now `{code}`)")
@@ -302,7 +320,6 @@ def mark_stale(paths: Paths | None = None, code: str | None = None,
     and only when their content changes.
     """
     paths = paths or Paths.for_repo()
-    code = code or current_code_hash()
     report: dict[str, list[str]] = {}
     for path in sorted(paths.experiments.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)

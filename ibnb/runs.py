@@ -21,20 +21,25 @@ from .models import create_model
 from .train import History, TrainConfig, default_device, device_name, fit
 from .utils import atomic_torch_save, atomic_write, cache_root, env_path, seed_everything, stable_hash
 
-_CODE_FILES = ("train.py", "augment.py", "runs.py")
+_CODE_FILES = ("train.py", "augment.py", "runs.py", "models/__init__.py", "models/layers.py")
 
 
 def runs_dir() -> Path:
     return env_path("IBNB_RUNS", cache_root() / "runs")
 
 
-def training_code_hash() -> str:
-    """Hash of the code that determines a trained model: the loop, augmentation and model definitions."""
+def training_code_hash(model_name: str) -> str:
+    """Hash of the code that determines a trained model: the loop, augmentation, the registry and shared
+    layers, and the module that defines ``model_name`` (adding another model does not invalidate runs)."""
+    import inspect
+
+    from .models import _REGISTRY
+
     pkg = Path(__file__).resolve().parent
-    files = [pkg / f for f in _CODE_FILES] + sorted((pkg / "models").glob("*.py"))
+    files = [pkg / f for f in _CODE_FILES] + [Path(inspect.getsourcefile(_REGISTRY[model_name])).resolve()]
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted(set(files)):
+        h.update(f.relative_to(pkg).as_posix().encode() + f.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -50,7 +55,7 @@ def fingerprint(data: ImageData) -> str:
 
 def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig) -> str:
     return stable_hash({"model": model_name, "model_kw": model_kw, "data": fingerprint(train),
-                        "train": asdict(cfg), "code": training_code_hash()})
+                        "train": asdict(cfg), "code": training_code_hash(model_name)})
 
 
 def train_or_load(model_name: str, train: ImageData, val: ImageData | None = None, *,
@@ -68,6 +73,7 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     model_kw.setdefault("image_size", train.shape[1])
     fit_fields = {k: v for k, v in train_kw.items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**fit_fields).validate()
+    create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
     key = run_key(model_name, model_kw, train, cfg)
     folder = runs_dir() / f"{model_name}-{key}"
     final = folder / "final.pt"
@@ -85,7 +91,7 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "config.json", json.dumps(
         {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
-         "n_train": len(train), "code": training_code_hash()}, indent=2, default=str))
+         "n_train": len(train), "code": training_code_hash(model_name)}, indent=2, default=str))
     history = fit(model, train, val, device=device, progress=progress, desc=model_name,
                   checkpoint=folder / "checkpoint.pt", **train_kw)
     atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},

@@ -192,6 +192,7 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, *, epo
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     step_model = torch.compile(model) if compile else model
     loader = DeviceLoader(train, batch_size, shuffle=True, augment=augment, seed=seed, device=device,
                           drop_last=len(train) > batch_size)

@@ -104,7 +104,7 @@ def test_provenance_box_has_all_fields(capsys, monkeypatch):
                   "python / torch / torchvision / numpy", "CPU threads", "started (UTC)", "wall time"):
         assert f"| {label} |" in box, label
     assert "epochs=3" in box and "lr=0.1" in box and "`smoke`" in box
-    assert info["code_hash"] == provenance.code_hash()
+    assert info["code_hash"] == provenance.code_hash(files=info["code_files"])
     json.loads(run.to_json())
 
 
@@ -166,7 +166,7 @@ def test_skip_when_unchanged_and_rerun_when_changed(layout, fake_papermill, monk
 
     make_notebook(layout.notebooks / "tiny.ipynb", body="result = 43")      # source changed
     assert run_tiny(layout, profile="cpu", overrides={"n": 5})[0].status == "executed"
-    monkeypatch.setattr(runner, "current_code_hash", lambda: "000000000000")  # ibnb code changed
+    monkeypatch.setattr(runner, "current_code_hash", lambda files=None: "000000000000")  # ibnb code changed
     assert run_tiny(layout, profile="cpu", overrides={"n": 5})[0].status == "executed"
     assert len(fake_papermill) == 6
     assert fake_papermill[-1] == {"profile": "cpu", "n": 5}
@@ -269,3 +269,27 @@ def test_cli_help():
 def test_build_command_uses_this_environment():
     cmd = runner.jupyter_book_command()
     assert cmd[0].startswith(str(Path(sys.executable).parent)) or cmd[0] == sys.executable
+
+
+def test_page_depends_only_on_the_modules_it_imported(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "b.py").write_text("y = 1\n")
+    only_a = provenance.code_hash(pkg, files=["a.py"])
+    (pkg / "b.py").write_text("y = 2\n")       # a module the page did not import
+    (pkg / "c.py").write_text("z = 0\n")       # a new module
+    assert provenance.code_hash(pkg, files=["a.py"]) == only_a
+    (pkg / "a.py").write_text("x = 2\n")
+    assert provenance.code_hash(pkg, files=["a.py"]) != only_a
+    (pkg / "a.py").unlink()
+    assert provenance.code_hash(pkg, files=["a.py"]) not in (only_a,)  # a removed dependency counts
+
+
+def test_finish_records_imported_modules_for_the_runner(tmp_path, monkeypatch):
+    sidecar = tmp_path / "prov.json"
+    monkeypatch.setenv("IBNB_PROVENANCE_FILE", str(sidecar))
+    info = provenance.start("nb", {"profile": "smoke"}).finish(display=False)
+    deps = json.loads(sidecar.read_text())
+    assert "provenance.py" in deps["code_files"] and "utils.py" in deps["code_files"]
+    assert deps["code_hash"] == info["code_hash"] == provenance.code_hash(files=deps["code_files"])

@@ -100,7 +100,7 @@ def test_train_or_load_reuses_and_retrains_corrupt_cache(tmp_path):
     assert h1.frame.equals(h2.frame)
     _, _, cached3 = train_or_load("cnn", data, **{**kw, "seed": 1})
     assert not cached3  # another seed is another run
-    final = next((tmp_path / "runs").glob("cnn-*/final.pt"))
-    final.write_bytes(b"not a checkpoint")
+    for final in (tmp_path / "runs").glob("cnn-*/final.pt"):
+        final.write_bytes(b"not a checkpoint")
     _, _, cached4 = train_or_load("cnn", data, **kw)
     assert not cached4
