@@ -38,6 +38,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-from . import convnets, mlp, transformers  # noqa: E402,F401  (register the builders)
+def _import_all() -> None:
+    """Import every module of this package so its ``@register`` builders exist (a new model file needs
+    no edit here)."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
 
 __all__ = ["create_model", "list_models", "register", "count_parameters"]
