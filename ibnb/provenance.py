@@ -77,15 +77,17 @@ def _git(args: list[str], cwd: Path) -> str | None:
 def git_commit(repo: Path | str | None = None) -> str:
     """``git rev-parse --short HEAD`` of ``repo`` (default: the ibnb repo).
 
-    Suffix ``-dirty`` when tracked files differ from HEAD (untracked files are ignored,
-    like ``git describe --dirty``).  Returns ``'unknown'`` outside a git checkout or
+    Suffix ``-dirty`` when tracked source files differ from HEAD (untracked files are ignored,
+    like ``git describe --dirty``; so are the book's generated outputs, ``book/experiments`` and
+    ``book/results``, which a run rewrites by design).  Returns ``'unknown'`` outside a git checkout or
     before the first commit.
     """
     cwd = Path(repo) if repo is not None else repo_root()
     sha = _git(["rev-parse", "--short", "HEAD"], cwd)
     if not sha:
         return "unknown"
-    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".",
+                   ":(exclude)book/experiments", ":(exclude)book/results"], cwd)
     return f"{sha}-dirty" if status else sha
 
 

@@ -293,3 +293,19 @@ def test_finish_records_imported_modules_for_the_runner(tmp_path, monkeypatch):
     deps = json.loads(sidecar.read_text())
     assert "provenance.py" in deps["code_files"] and "utils.py" in deps["code_files"]
     assert deps["code_hash"] == info["code_hash"] == provenance.code_hash(files=deps["code_files"])
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_book_outputs(tmp_path):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "book" / "results").mkdir(parents=True)
+    (tmp_path / "book" / "results" / "r.csv").write_text("a\n1\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = provenance.git_commit(tmp_path)
+    assert not sha.endswith("-dirty") and sha != "unknown"
+    (tmp_path / "book" / "results" / "r.csv").write_text("a\n2\n")
+    assert provenance.git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_commit(tmp_path) == sha + "-dirty"
