@@ -28,18 +28,32 @@ def runs_dir() -> Path:
     return env_path("IBNB_RUNS", cache_root() / "runs")
 
 
-def training_code_hash(model_name: str) -> str:
-    """Hash of the code that determines a trained model: the loop, augmentation, the registry and shared
-    layers, and the module that defines ``model_name`` (adding another model does not invalidate runs)."""
+def _source_file(obj) -> Path | None:
+    """The file defining a function, class or callable object (``None`` for built-ins)."""
     import inspect
 
+    for o in (obj, getattr(obj, "func", None), type(obj)):
+        try:
+            return Path(inspect.getsourcefile(o)).resolve()
+        except (TypeError, OSError):
+            continue
+    return None
+
+
+def training_code_hash(model_name: str, train_step=None) -> str:
+    """Hash of the code that determines a trained model: the loop, augmentation, the registry and shared
+    layers, the module that defines ``model_name`` (adding another model does not invalidate runs) and the
+    module that defines a custom ``train_step``."""
     from .models import _REGISTRY
 
     pkg = Path(__file__).resolve().parent
-    files = [pkg / f for f in _CODE_FILES] + [Path(inspect.getsourcefile(_REGISTRY[model_name])).resolve()]
+    files = [pkg / f for f in _CODE_FILES] + [_source_file(_REGISTRY[model_name])]
+    if train_step is not None and _source_file(train_step) is not None:
+        files.append(_source_file(train_step))
     h = hashlib.sha256()
-    for f in sorted(set(files)):
-        h.update(f.relative_to(pkg).as_posix().encode() + f.read_bytes())
+    for f in sorted({f for f in files if f is not None}):
+        name = f.relative_to(pkg).as_posix() if f.is_relative_to(pkg) else f.name
+        h.update(name.encode() + f.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -53,9 +67,9 @@ def fingerprint(data: ImageData) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig) -> str:
+def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig, train_step=None) -> str:
     return stable_hash({"model": model_name, "model_kw": model_kw, "data": fingerprint(train),
-                        "train": asdict(cfg), "code": training_code_hash(model_name)})
+                        "train": asdict(cfg), "code": training_code_hash(model_name, train_step)})
 
 
 def train_or_load(model_name: str, train: ImageData, val: ImageData | None = None, *,
@@ -63,7 +77,9 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
                   **train_kw) -> tuple[nn.Module, History, bool]:
     """Return ``(model, history, cached)``: the trained model from the run cache, or train it now.
 
-    ``train_kw`` are :func:`~ibnb.train.fit` keyword arguments (``epochs``, ``lr``, ``seed``...). The model is
+    ``train_kw`` are :func:`~ibnb.train.fit` keyword arguments (``epochs``, ``lr``, ``seed``..., and
+    ``train_step`` with its ``step`` name for a custom objective: the name and the step's module key the run,
+    so everything that changes the step's behaviour must be in its name). The model is
     built with ``num_classes``/``in_channels``/``image_size`` taken from ``train`` unless given in ``model_kw``,
     after seeding with ``train_kw['seed']`` so that its initialisation is part of the run's identity.
     """
@@ -72,9 +88,14 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     model_kw.setdefault("in_channels", train.shape[0])
     model_kw.setdefault("image_size", train.shape[1])
     fit_fields = {k: v for k, v in train_kw.items() if k in TrainConfig.__dataclass_fields__}
+    train_step = train_kw.get("train_step")
+    if train_step is not None and not train_kw.get("step"):
+        raise ValueError("train_or_load(train_step=...) needs step='<name>' (with every setting of the step), "
+                         "which keys the cached run.")
+    fit_fields["step"] = train_kw.get("step") or "cross_entropy"
     cfg = TrainConfig(**fit_fields).validate()
     create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
-    key = run_key(model_name, model_kw, train, cfg)
+    key = run_key(model_name, model_kw, train, cfg, train_step)
     folder = runs_dir() / f"{model_name}-{key}"
     final = folder / "final.pt"
     device = torch.device(device) if device is not None else default_device()
@@ -91,7 +112,7 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "config.json", json.dumps(
         {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
-         "n_train": len(train), "code": training_code_hash(model_name)}, indent=2, default=str))
+         "n_train": len(train), "code": training_code_hash(model_name, train_step)}, indent=2, default=str))
     history = fit(model, train, val, device=device, progress=progress, desc=model_name,
                   checkpoint=folder / "checkpoint.pt", **train_kw)
     atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},

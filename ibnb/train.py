@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import pandas as pd
 import torch
@@ -59,6 +60,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     augment: str = "none"
+    step: str = "cross_entropy"  # names the per-batch update (see ``TrainStep``); part of the cache key
     seed: int = 0
     compile: bool = False
 
@@ -142,6 +144,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class StepOutput(NamedTuple):
+    """What one training step returns: the (detached) loss, logits for train accuracy (or ``None``), and
+    named loss terms (detached scalar tensors) that ``fit`` averages per epoch as ``train_<name>`` columns."""
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    terms: dict[str, torch.Tensor] = {}
+
+
+#: ``train_step(model, optimizer, x, y, epoch) -> StepOutput`` does one whole update (zero_grad, backward,
+#: step). ``epoch`` is the fractional position in training (2.5 = half-way through the third epoch), for
+#: schedules such as a KL warm-up. Custom steps (SAM, ELBO, self-supervised losses) plug in here.
+TrainStep = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor, float], StepOutput]
+
+
+def cross_entropy_step(label_smoothing: float = 0.0) -> TrainStep:
+    """The default step: cross-entropy (bf16 autocast on CUDA, loss in fp32), backward, optimiser step."""
+    def step(model, opt, x, y, epoch):
+        with _autocast(x.device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return StepOutput(loss.detach(), logits.detach())
+    return step
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 1000, device=None,
              return_logits: bool = False) -> dict:
@@ -176,17 +205,26 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, *, epo
         seed: int = 0, device=None, batch_size: int = 128, weight_decay: float = 5e-4, momentum: float = 0.9,
         warmup_epochs: float = 0.0, augment: str = "none", compile: bool = False,
         checkpoint: str | Path | None = None, progress: bool = True, desc: str | None = None,
-        check_every: int = 50) -> History:
+        check_every: int = 50, train_step: TrainStep | None = None, step: str | None = None) -> History:
     """Train ``model`` on ``train`` (validating on ``val`` each epoch) and return its :class:`History`.
 
     With ``checkpoint`` set, the full state (model, optimiser, scheduler, loader RNG, history) is saved
     atomically after every epoch and a run that finds a checkpoint resumes from it; the resumed run is
     identical to an uninterrupted one. A non-finite loss stops training with :class:`NonFiniteLossError`.
+    ``train_step`` replaces the default cross-entropy update (then ``label_smoothing`` is the step's business);
+    ``step`` names it in the saved configuration (required with ``train_step``, so that checkpoints and the run
+    cache of :func:`~ibnb.runs.train_or_load` tell different objectives apart).
     """
+    if train_step is not None and not step:
+        raise ValueError("fit(train_step=...) needs step='<name>' describing the update (it is saved with the "
+                         "configuration and keys cached runs), e.g. step='sam(rho=0.05)'.")
+    if train_step is None and step not in (None, "cross_entropy"):
+        raise ValueError(f"fit(step={step!r}) names a custom update but no train_step was given.")
+    train_step = train_step or cross_entropy_step(label_smoothing)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                       weight_decay=weight_decay, momentum=momentum, schedule=schedule,
                       warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
-                      seed=seed, compile=compile).validate()
+                      step=step or "cross_entropy", seed=seed, compile=compile).validate()
     device = torch.device(device) if device is not None else default_device()
     seed_everything(seed)
     model.to(device)
@@ -219,22 +257,24 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, *, epo
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         bad = torch.zeros((), device=device, dtype=torch.bool)
+        term_sums: dict[str, torch.Tensor] = {}
+        has_logits = True
         bar = tqdm(loader, desc=f"{desc or type(model).__name__} ep {epoch + 1}/{epochs}", leave=False,
                    disable=not progress, mininterval=1.0)
-        for step, (x, y) in enumerate(bar):
-            with _autocast(device):
-                logits = step_model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for i, (x, y) in enumerate(bar):
+            out = train_step(step_model, opt, x, y, epoch + i / len(loader))
             if per_step:
                 sched.step()
-            loss = loss.detach()
+            loss = out.loss.detach().float()
             bad |= ~torch.isfinite(loss)
             loss_sum += loss * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if (step + 1) % check_every == 0 and bad.item():
+            for name, value in out.terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + value.detach().float() * len(y)
+            if out.logits is None:
+                has_logits = False
+            else:
+                correct += (out.logits.detach().argmax(1) == y).sum()
+            if (i + 1) % check_every == 0 and bad.item():
                 break
         _sync(device)
         train_s = time.perf_counter() - t0
@@ -245,7 +285,9 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, *, epo
                 + (f"The last good state (epoch {epoch}) is in {checkpoint}." if checkpoint else ""))
         n = loader.num_images
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
-               "train_acc": correct.item() / n, "train_images": n, "train_s": train_s}
+               "train_acc": correct.item() / n if has_logits else float("nan"), "train_images": n,
+               "train_s": train_s}
+        row.update({f"train_{name}": (total / n).item() for name, total in term_sums.items()})
         if val is not None:
             v = evaluate(model, val, device=device)
             row.update(val_loss=v["nll"], val_acc=v["acc"], val_top5=v["top5"])

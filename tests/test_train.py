@@ -104,3 +104,47 @@ def test_train_or_load_reuses_and_retrains_corrupt_cache(tmp_path):
         final.write_bytes(b"not a checkpoint")
     _, _, cached4 = train_or_load("cnn", data, **kw)
     assert not cached4
+
+
+def _mse_to_onehot_step(model, opt, x, y, epoch):
+    """A custom objective for the hook tests: squared error to one-hot targets, logging two terms."""
+    from ibnb.train import StepOutput
+
+    out = model(x)
+    target = torch.nn.functional.one_hot(y, out.shape[1]).float()
+    err = (out - target).pow(2).mean()
+    reg = 1e-3 * out.pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    (err + reg).backward()
+    opt.step()
+    return StepOutput((err + reg).detach(), None, {"err": err.detach(), "reg": reg.detach(),
+                                                   "epoch": torch.tensor(float(epoch))})
+
+
+def test_custom_train_step_logs_terms_and_epoch_position():
+    data = toy_data()
+    hist = fit(small_cnn(), data, epochs=3, batch_size=16, progress=False, device="cpu",
+               train_step=_mse_to_onehot_step, step="mse")
+    f = hist.frame
+    assert hist.config["step"] == "mse"
+    assert f["train_acc"].isna().all()  # the step returned no logits
+    assert (f["train_loss"] - f["train_err"] - f["train_reg"]).abs().max() < 1e-5
+    assert f["train_err"].iloc[-1] < f["train_err"].iloc[0]
+    # the fractional epoch handed to the step averages to epoch + (steps-1)/(2*steps) in each epoch
+    steps = len(data) // 16
+    expected = [e + (steps - 1) / (2 * steps) for e in range(3)]
+    assert f["train_epoch"].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_custom_train_step_must_be_named_and_keys_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IBNB_RUNS", str(tmp_path))
+    data = toy_data()
+    with pytest.raises(ValueError, match="step="):
+        fit(small_cnn(), data, epochs=1, progress=False, device="cpu", train_step=_mse_to_onehot_step)
+    kw = dict(model_kw={"width": 4, "stages": 2}, epochs=1, batch_size=16, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="step="):
+        train_or_load("cnn", data, train_step=_mse_to_onehot_step, **kw)
+    _, h_ce, _ = train_or_load("cnn", data, **kw)
+    _, h_mse, cached = train_or_load("cnn", data, train_step=_mse_to_onehot_step, step="mse", **kw)
+    assert not cached and "train_err" in h_mse.frame and "train_err" not in h_ce.frame
+    assert len(list(tmp_path.iterdir())) == 2  # two different runs, not one cache hit
