@@ -1,0 +1,208 @@
+"""Chapter 02 (MLP scaling): conv-as-matrix identity, FLOP counts, new models, probes, power-law fits, presets."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ibnb import flops, probes, profiles, scaling
+from ibnb.experiments import mlp_scaling as A
+from ibnb.models import count_parameters, create_model
+from ibnb.models.locally_connected import LocallyConnected2d
+
+from conftest import toy_data
+
+
+# --- a convolution is a constrained MLP ---------------------------------------------------------------
+@pytest.mark.parametrize("c_in, c_out, k, stride, pad, hw", [
+    (1, 1, 3, 1, 1, (8, 8)), (3, 8, 5, 2, 2, (32, 32)), (2, 3, 3, 2, 0, (9, 7)), (3, 4, 1, 1, 0, (5, 5)),
+])
+def test_conv_matrix_times_input_equals_conv2d(c_in, c_out, k, stride, pad, hw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, k, stride, pad)
+    M, shared = flops.conv_as_matrix(conv, hw)
+    x = torch.randn(5, c_in, *hw)
+    ref = F.conv2d(x, conv.weight, conv.bias, stride, pad)
+    out = x.flatten(1) @ M.T + conv.bias.detach().repeat_interleave(ref.shape[2] * ref.shape[3])
+    assert M.shape == (ref[0].numel(), x[0].numel())
+    torch.testing.assert_close(out, ref.flatten(1), rtol=1e-5, atol=1e-5)
+    # every structural non-zero copies a kernel entry, and the zeros are exactly the entries outside windows
+    assert torch.equal(M != 0, (shared >= 0) & (conv.weight.flatten()[shared.clamp_min(0)] != 0))
+
+
+def test_conv_matrix_sparsity_and_sharing_counts():
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    M, shared = flops.conv_as_matrix(conv, (8, 8))
+    # 8x8 outputs, 9 taps each, minus the taps falling on the zero padding (4 sides x 8 x 3 - 4 corners overlap)
+    assert int((shared >= 0).sum()) == 64 * 9 - (4 * 8 * 3 - 4)
+    assert flops.distinct_weights(shared) == 9
+    # an interior output row holds each of the 9 shared weights exactly once
+    row = shared[3 * 8 + 3]
+    assert sorted(row[row >= 0].tolist()) == list(range(9))
+    with pytest.raises(ValueError):
+        flops.conv_as_matrix(nn.Conv2d(2, 2, 3, groups=2), (5, 5))
+
+
+# --- FLOP counter --------------------------------------------------------------------------------------
+def test_flops_hand_counts():
+    # plain MLP on 3x32x32: 3072->64->64->10, 2 FLOPs per multiply-accumulate
+    assert flops.flops_per_image(create_model("mlp", width=64, depth=2), (3, 32, 32)) == 2 * (3072 * 64 + 64 * 64 + 64 * 10)
+    # bMLP: embedding, per block d->4d->d, head
+    d, L = 16, 3
+    assert flops.flops_per_image(create_model("bmlp", width=d, depth=L), (3, 32, 32)) == \
+        2 * (3072 * d + L * 2 * d * 4 * d + d * 10)
+    # one conv layer 3->8, 5x5, stride 2 on 32x32 -> 8x16x16 outputs of 75 MACs; head 8*8*8 -> 10
+    conv_macs = 8 * 16 * 16 * 3 * 25
+    assert flops.flops_per_image(create_model("conv_layer"), (3, 32, 32)) == 2 * (conv_macs + 512 * 10)
+    # the locally connected layer does the same arithmetic as the conv (different weights per position)
+    assert flops.flops_per_image(create_model("locally_connected"), (3, 32, 32)) == 2 * (conv_macs + 512 * 10)
+    assert flops.flops_per_image(create_model("dense_layer"), (3, 32, 32)) == 2 * (3072 * 2048 + 512 * 10)
+    # ViT: patch embedding conv + per block qkv, out, MLP, and the two attention products (2 n^2 d)
+    dim, depth, n = 16, 1, 64 + 1
+    vit = create_model("vit", dim=dim, depth=depth, heads=2, mlp_ratio=2.0)
+    expected = 64 * 3 * 16 * dim + depth * (n * dim * 3 * dim + n * dim * dim + 2 * n * dim * 2 * dim + 2 * n * n * dim) + dim * 10
+    assert flops.flops_per_image(vit, (3, 32, 32)) == 2 * expected
+
+
+@pytest.mark.parametrize("name, kw", [("mlp", {"width": 32, "depth": 2}), ("bmlp", {"width": 16, "depth": 2}),
+                                      ("cnn", {"width": 4}), ("resnet18", {"width": 2}),
+                                      ("vit", {"dim": 16, "depth": 1, "heads": 2}), ("locally_connected", {})])
+def test_flops_match_torch_flop_counter(name, kw):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(name, **kw).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    assert flops.flops_per_image(model, (3, 32, 32)) == counter.get_total_flops()
+
+
+def test_throughput_reports_positive_rates():
+    r = flops.throughput(create_model("bmlp", width=8, depth=1), batch_size=4, steps=2)
+    assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 and r["flops_per_image"] > 0
+
+
+# --- models --------------------------------------------------------------------------------------------
+def test_bmlp_parameter_count_and_blindness_to_pixel_order():
+    d, L = 8, 2
+    model = create_model("bmlp", width=d, depth=L)
+    per_block = 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    assert count_parameters(model) == (3072 * d + d) + L * per_block + 2 * d + (d * 10 + 10)
+    # permuting the input pixels and the embedding's columns alike leaves the output unchanged
+    perm = torch.randperm(3072, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    out = model(x)
+    with torch.no_grad():
+        model.embed.weight.copy_(model.embed.weight[:, perm])
+    torch.testing.assert_close(model(x.flatten(1)[:, perm].view_as(x)), out, rtol=1e-4, atol=1e-5)
+
+
+def test_locally_connected_with_tied_weights_is_the_convolution():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    lc = LocallyConnected2d(3, 4, 9, 3, stride=2, padding=1)
+    with torch.no_grad():
+        lc.weight.copy_(conv.weight.flatten(1).T.expand_as(lc.weight))
+        lc.bias.copy_(conv.bias.view(4, 1, 1).expand_as(lc.bias))
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(lc(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_one_layer_models_share_shapes_and_nest_in_parameters():
+    nets = {m: create_model(m) for m in ("conv_layer", "locally_connected", "dense_layer")}
+    x = torch.randn(2, 3, 32, 32)
+    assert {tuple(n.first(x).shape) for n in nets.values()} == {(2, 8, 16, 16)}
+    p = {m: count_parameters(n) for m, n in nets.items()}
+    assert p["conv_layer"] < p["locally_connected"] < p["dense_layer"]
+    assert p["locally_connected"] - 5130 == 16 * 16 * 75 * 8 + 8 * 16 * 16  # per-position weights + biases
+
+
+# --- probes --------------------------------------------------------------------------------------------
+def test_patch_shuffle_permutes_whole_tiles():
+    data = toy_data(n_per_class=2, num_classes=2, size=8)
+    out = probes.patch_shuffle(data, 2, seed=1)
+    assert out.x.dtype == torch.uint8 and out.x.shape == data.x.shape
+    tiles = lambda t: sorted(t[:, i:i + 4, j:j + 4].flatten().tolist() for i in (0, 4) for j in (0, 4))
+    for a, b in zip(data.x, out.x):
+        assert tiles(a) == tiles(b)
+    assert torch.equal(probes.patch_shuffle(data, 1).x, data.x)
+    many = toy_data(n_per_class=30, num_classes=2, size=8)
+    moved = (probes.patch_shuffle(many, 2).x != many.x).flatten(1).any(1)
+    assert moved.all()  # no image keeps its original tile order
+    with pytest.raises(ValueError):
+        probes.patch_shuffle(data, 3)
+
+
+def test_low_pass_and_edges():
+    data = toy_data(n_per_class=2, num_classes=2, size=16)
+    lp = probes.low_pass(data, 1.5)
+    assert lp.x.shape == data.x.shape and lp.x.float().std() < data.x.float().std()
+    assert abs(lp.x.float().mean() - data.x.float().mean()) < 2
+    flat = data.subset(torch.arange(1))
+    flat.x[:] = 100
+    e = probes.edges(flat)
+    assert e.x.shape == flat.x.shape and int(e.x.min()) == 255  # no edges: all white
+    assert probes.retained(0.55, 0.55, 0.1) == 1.0 and probes.retained(0.1, 0.55, 0.1) == 0.0
+    assert set(probes.probe_set(data, (2, 4))) == {"clean", "shuffle 2×2", "shuffle 4×4", "low-pass", "edges"}
+
+
+# --- fits ----------------------------------------------------------------------------------------------
+def test_power_law_fit_recovers_exponent_with_honest_interval():
+    x = np.array([1e3, 3e3, 1e4, 3e4, 1e5])
+    fit = scaling.fit_power_law(x, 2.0 * x ** -0.3)
+    assert fit.exponent == pytest.approx(0.3) and fit.prefactor == pytest.approx(2.0) and fit.n == 5
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(200):
+        f = scaling.fit_power_law(x, 2.0 * x ** -0.3 * np.exp(0.05 * rng.standard_normal(5)))
+        covered += f.ci[0] <= 0.3 <= f.ci[1]
+    assert 0.9 <= covered / 200 <= 0.99  # a 95 % interval covers the truth about 95 % of the time
+    two = scaling.fit_power_law(x[:2], 2.0 * x[:2] ** -0.3)
+    assert math.isnan(two.ci[0]) and "too few points" in two.describe()
+    with pytest.raises(ValueError):
+        scaling.fit_power_law([1, 1], [1, 2])
+
+
+def test_two_factor_fit_and_frontier():
+    import pandas as pd
+
+    p, d = np.meshgrid([1e4, 1e5, 1e6], [1e2, 1e3, 1e4])
+    e = 5 * p ** -0.2 * d ** -0.1
+    j = scaling.fit_two_factor(p.ravel(), d.ravel(), e.ravel())
+    assert j.alpha_p == pytest.approx(0.2) and j.alpha_d == pytest.approx(0.1) and j.n == 9
+    df = pd.DataFrame({"train_flops": [1, 2, 3, 4, 5], "test_error": [0.9, 0.95, 0.8, 0.85, 0.7]})
+    assert scaling.pareto_frontier(df)["train_flops"].tolist() == [1, 3, 5]
+
+
+# --- presets and helpers -------------------------------------------------------------------------------
+def test_presets_resolve_and_validate():
+    for prof in profiles.PROFILES:
+        p = profiles.resolve(A.NOTEBOOK, {"profile": prof})
+        assert len(p["batch_sizes"]) >= 2 and len(p["scaling_n_per_class"]) >= 2
+    cpu = profiles.presets(A.NOTEBOOK)["cpu"]
+    assert len(cpu["scaling_sizes"]) >= 5 and len(cpu["batch_sizes"]) >= 4 and cpu["seeds"] >= 2
+    with pytest.raises(profiles.ParameterError, match="lr_rule"):
+        profiles.resolve(A.NOTEBOOK, {"lr_rule": "cubic"})
+    with pytest.raises(profiles.ParameterError, match="probe_grids"):
+        profiles.resolve(A.NOTEBOOK, {"probe_grids": [3]})
+
+
+def test_shared_models_match_the_architecture_chapter():
+    # same model sizes as chapter 01 -> identical runs are loaded from the run cache, not retrained
+    from ibnb.experiments import architectures
+
+    for prof in profiles.PROFILES:
+        for m in ("mlp", "cnn", "vit", "resnet18"):
+            assert A.PRESETS[prof]["model_kw"][m] == architectures.PRESETS[prof]["model_kw"][m]
+
+
+def test_lr_rule_and_epochs():
+    p = profiles.resolve(A.NOTEBOOK, {"profile": "cpu"})
+    assert A.lr_for(p["batch_size"], p) == p["lr"]
+    assert A.lr_for(4 * p["batch_size"], p) == pytest.approx(2 * p["lr"])
+    assert A.epochs_for(10 * p["ladder_n_per_class"], p) == p["epochs"]
+    assert A.epochs_for(200, p) * (200 // p["batch_size"]) >= p["min_steps"]
