@@ -1,0 +1,155 @@
+"""Chapter 03: the team's models (parameter counts, shapes, attention maps), the Food-101 loader on a tiny
+generated copy in torchvision's layout, masking, the presets and the claims audit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ibnb import profiles
+from ibnb.attention_maps import mask_pixels, masking_accuracy, stage_maps
+from ibnb.data import DataError
+from ibnb.experiments import spatial_attention as A
+from ibnb.food101 import load_food101
+from ibnb.models import count_parameters, create_model
+
+from conftest import toy_data
+
+
+def test_attention_mini_model_has_the_reports_parameter_count():
+    # three conv blocks 64/128/256 (padding 1, biases), attention after each, GAP, Linear(256→100)
+    assert count_parameters(create_model("team_cnn_sa_mini")) == 1_173_197
+
+
+def test_ablation_differs_only_by_the_attention_layers():
+    sa, deep = create_model("team_cnn_sa_mini"), create_model("team_cnn_deep_mini")
+    assert count_parameters(sa) - count_parameters(deep) == 3 * (2 * 7 * 7 + 1)
+
+
+@pytest.mark.parametrize("name, size, features", [("team_cnn_mini", 64, 4096), ("team_cnn_mini", 32, 1024),
+                                                  ("team_cnn_food", 128, 8192)])
+def test_flatten_sizes_follow_the_input_size(name, size, features):
+    model = create_model(name, image_size=size)
+    assert model.in_features == features
+    assert model(torch.randn(2, 3, size, size)).shape[1] == (101 if "food" in name else 100)
+
+
+def test_food_models_resolved_sizes():
+    assert count_parameters(create_model("team_cnn_food")) == 1_072_901  # ~1 M, as reported
+    sa = create_model("team_cnn_sa_food")
+    assert sa.branch_in_features == 16_384 and 9e6 < count_parameters(sa) < 1e7  # ~9 M, as reported
+    assert create_model("team_cnn_sa_food", branch_pool=4).branch_in_features == 65_536
+
+
+@pytest.mark.parametrize("name", ["team_cnn_sa_mini", "team_cnn_sa_food"])
+def test_attention_maps_per_stage(name):
+    model = create_model(name, num_classes=5, image_size=32, width=4).eval()
+    data = toy_data(n_per_class=2, num_classes=5, size=32)
+    maps, logits = stage_maps(model, data)
+    assert maps.shape == (10, 3 if name == "team_cnn_sa_mini" else 2, 32, 32) and logits.shape == (10, 5)
+    assert ((maps > 0) & (maps < 1)).all()
+
+
+def test_mask_pixels_selects_by_saliency():
+    data = toy_data(n_per_class=2, num_classes=2, size=4)
+    sal = torch.arange(16.0).view(1, 4, 4).expand(4, 4, 4)
+    fill = torch.tensor([round(255 * m) for m in data.mean], dtype=torch.uint8)
+    most = mask_pixels(data, sal, 0.25, "most-attended")
+    assert (most.x[:, :, 3, :] == fill.view(1, 3, 1)).all() and torch.equal(most.x[:, :, :3], data.x[:, :, :3])
+    least = mask_pixels(data, sal, 0.25, "least-attended")
+    assert (least.x[:, :, 0, :] == fill.view(1, 3, 1)).all()
+    rnd = mask_pixels(data, sal, 0.5, "random", seed=3)
+    assert ((rnd.x != data.x).any(1).flatten(1).sum(1) <= 8).all()
+    with pytest.raises(ValueError, match="selection"):
+        mask_pixels(data, sal, 0.5, "biggest")
+    data = toy_data(n_per_class=2, num_classes=2, size=8)
+    model = create_model("team_cnn_sa_mini", num_classes=2, image_size=8, width=2).eval()
+    table = masking_accuracy(model, {"sa": model}, data, [0.25])
+    assert set(table["selection"]) == {"none", "most-attended", "random", "least-attended"}
+
+
+# ----------------------------------------------------------------------------- Food-101 loader
+CLASSES = ["apple_pie", "baby_back_ribs", "caesar_salad"]
+
+
+@pytest.fixture
+def food_root(tmp_path) -> Path:
+    """A tiny Food-101 in torchvision's layout: food-101/images/<class>/<id>.jpg and meta/*.json, classes.txt."""
+    from PIL import Image
+
+    base = tmp_path / "data" / "food101" / "food-101"
+    rng = np.random.default_rng(0)
+    meta = {"train": {}, "test": {}}
+    for c in CLASSES:
+        (base / "images" / c).mkdir(parents=True)
+        for i in range(5):
+            w, h = (40, 30) if i % 2 else (30, 50)  # non-square, like the real images
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(base / "images" / c / f"{i}.jpg")
+            meta["train" if i < 3 else "test"].setdefault(c, []).append(f"{c}/{i}")
+    (base / "meta").mkdir()
+    for split, d in meta.items():
+        (base / "meta" / f"{split}.json").write_text(json.dumps(d))
+    (base / "meta" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return tmp_path / "data"
+
+
+def test_food101_loader_reads_torchvision_layout_and_caches(food_root):
+    train = load_food101("train", size=16, root=food_root)
+    assert train.x.shape == (9, 3, 16, 16) and train.x.dtype == torch.uint8
+    assert train.classes == CLASSES and train.class_counts() == [3, 3, 3] and train.name == "food101"
+    test = load_food101("test", size=16, root=food_root)
+    assert len(test) == 6 and test.class_counts() == [2, 2, 2]
+    # decoded once: the cache answers even when an image is gone (the metadata is unchanged)
+    (food_root / "food101" / "food-101" / "images" / CLASSES[0] / "0.jpg").unlink()
+    again = load_food101("train", size=16, root=food_root)
+    assert torch.equal(again.x, train.x)
+
+
+def test_food101_missing_data_explains_the_fix(tmp_path):
+    with pytest.raises(DataError, match="IBNB_DOWNLOAD=1"):
+        load_food101("train", size=16, root=tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        load_food101("val", root=tmp_path)
+
+
+def test_food_experiment_runs_on_the_tiny_copy(food_root):
+    p = profiles.resolve(A.NOTEBOOK, {"profile": "smoke", "food": True, "food_size": 16, "food_val_per_class": 1})
+    rows, hist = A.run_food(p, root=food_root)
+    assert set(rows["model"]) == {A.FOOD_PLAIN, A.FOOD_SA} and rows["n_train"].tolist() == [6, 6]
+    assert (A.FOOD_SA, 0) in hist and np.isfinite(rows["test_acc"]).all()
+
+
+# ----------------------------------------------------------------------------- presets and audit
+def test_presets_validate():
+    for prof in profiles.PROFILES:
+        profiles.resolve(A.NOTEBOOK, {"profile": prof})
+    with pytest.raises(profiles.ParameterError, match="seeds"):
+        profiles.resolve(A.NOTEBOOK, {"seeds": 1})
+    with pytest.raises(profiles.ParameterError, match="models"):
+        profiles.resolve(A.NOTEBOOK, {"models": ["team_cnn_mini"]})
+    assert len(A.grid_configs(profiles.resolve(A.NOTEBOOK, {"profile": "gpu"}))) == 12
+
+
+def _fake(models, value_cols, seeds=3):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([dict(model=m, seed=s, **{c: v + 0.01 * rng.standard_normal() for c, v in value_cols[m].items()})
+                         for m in models for s in range(seeds)])
+
+
+def test_claims_audit_verdicts_follow_the_numbers():
+    cifar = _fake(A.MODELS, {A.PLAIN: {"test_acc": 0.40}, A.DEEP: {"test_acc": 0.55}, A.SA: {"test_acc": 0.55}})
+    pacs = _fake(A.MODELS, {m: {"sketch_acc": 0.2, "drop": 0.3, "test_acc": 0.5} for m in A.MODELS})
+    audit = A.claims_audit(A.parameter_table(), cifar, pacs, None).set_index("claim (report)")["verdict"]
+    assert audit.iloc[0] == "supported"  # 1,173,197
+    assert audit.filter(like="beats the plain").iloc[0] == "supported"
+    assert audit.filter(like="not from the added depth").iloc[0] == "not supported"
+    assert audit.filter(like="Food-101 plain").iloc[0].startswith("not testable")
+    food = _fake([A.FOOD_PLAIN, A.FOOD_SA], {A.FOOD_PLAIN: {"best_val_acc": 0.30, "min_val_loss": 3.2, "test_acc": 0.3},
+                                             A.FOOD_SA: {"best_val_acc": 0.44, "min_val_loss": 2.2, "test_acc": 0.44}}, 2)
+    audit = A.claims_audit(A.parameter_table(), cifar, pacs, food).set_index("claim (report)")["verdict"]
+    assert audit.filter(like="Food-101 plain").iloc[0] == "supported"
+    assert audit.filter(like="Food-101 attention").iloc[0].startswith("supported")
