@@ -64,3 +64,57 @@ def versus(mean: float, std: float, other: str, *, scale: float = 100.0, unit: s
     if abs(m) <= s:
         return f"level with {other} ({m:+.1f} ± {s:.1f} {unit})"
     return f"{abs(m):.1f} ± {s:.1f} {unit} {'ahead of' if m > 0 else 'behind'} {other}"
+
+
+# --- claims audits: ``book/results/<stem>/<profile>-claims.csv``, read by the book's claims index ----------------
+CLAIM_COLUMNS = ["claim", "source", "measurement", "verdict"]
+#: every chapter's verdict wording maps to one of these (first matching prefix wins; order matters)
+VERDICT_CLASSES = (("not testable", "not tested"), ("not run", "not tested"),
+                   ("not tested", "not tested"), ("contradict", "contradicted"), ("supported", "supported"),
+                   ("agree", "supported"), ("confirmed", "supported"), ("partly", "inconclusive"),
+                   ("inconclusive", "inconclusive"), ("mixed", "inconclusive"))
+
+
+def verdict_class(verdict: str) -> str:
+    """``supported`` / ``contradicted`` / ``inconclusive`` / ``not tested`` for a chapter's verdict text."""
+    text = str(verdict).strip().lower()
+    for prefix, cls in VERDICT_CLASSES:
+        if text.startswith(prefix):
+            return cls
+    raise ValueError(f"verdict {verdict!r} does not start with a known wording "
+                     f"({', '.join(sorted({p for p, _ in VERDICT_CLASSES}))})")
+
+
+def claims_path(stem: str, profile: str) -> Path:
+    return results_dir() / stem / f"{profile}-claims.csv"
+
+
+def write_claims(audit: pd.DataFrame, stem: str, profile: str, *, source: str, section: str = "claims-audit",
+                 rename: dict[str, str] | None = None) -> Path:
+    """Write a chapter's claims audit (one row per claim) for the book's claims index.
+
+    ``rename`` maps the chapter's own column names onto ``claim``/``measurement``/``verdict``; ``source`` is the
+    study (a citation key of ``references.bib`` or a short name) unless the table has a ``source`` column;
+    ``section`` is the anchor of the audit section on the chapter's page. Verdicts must map onto
+    :data:`VERDICT_CLASSES` (checked here, so the index never meets an unknown wording)."""
+    df = audit.reset_index() if not isinstance(audit.index, pd.RangeIndex) else audit.copy()
+    df = df.rename(columns=rename or {})
+    if "source" not in df.columns:
+        df["source"] = source
+    missing = [c for c in CLAIM_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"claims audit of {stem} lacks columns {missing} (have {list(df.columns)}); pass rename=")
+    if df.empty:
+        raise ValueError(f"refusing to write an empty claims audit for {stem}")
+    df["verdict_class"] = df["verdict"].map(verdict_class)
+    df["chapter"], df["section"] = stem, section
+    df = df[["chapter", "section"] + CLAIM_COLUMNS + ["verdict_class"] + [
+        c for c in df.columns if c not in CLAIM_COLUMNS + ["chapter", "section", "verdict_class"]]]
+    return atomic_write(claims_path(stem, profile), df.to_csv(index=False))
+
+
+def read_all(profile: str, claims: bool = False, root: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Every chapter's results table (or claims audit) at ``profile``, keyed by notebook stem (from ``root``,
+    default :func:`results_dir`)."""
+    name = f"{profile}-claims.csv" if claims else f"{profile}.csv"
+    return {p.parent.name: pd.read_csv(p) for p in sorted((root or results_dir()).glob(f"*/{name}"))}

@@ -50,12 +50,20 @@ class Paths:
     repo: Path
     notebooks: Path
     experiments: Path
+    results: Path | None = None  # results tables; None = $IBNB_RESULTS or <repo>/book/results
 
     @classmethod
     def for_repo(cls, repo: Path | str | None = None) -> "Paths":
         """Standard layout: ``<repo>/notebooks`` -> ``<repo>/book/experiments``."""
         root = Path(repo).resolve() if repo is not None else repo_root()
         return cls(repo=root, notebooks=root / "notebooks", experiments=root / "book" / "experiments")
+
+    @property
+    def results_dir(self) -> Path:
+        if self.results is not None:
+            return self.results
+        env = os.environ.get("IBNB_RESULTS")
+        return Path(env).expanduser() if env else self.repo / "book" / "results"
 
 
 @dataclass
@@ -135,10 +143,73 @@ def source_hash(nb: nbformat.NotebookNode) -> str:
     return hashlib.sha256(json.dumps(cleaned, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_hash(src_hash: str, params: dict[str, Any], code: str) -> str:
-    """Hash that decides whether an executed copy is still current for these parameters."""
-    blob = json.dumps({"source": src_hash, "params": params, "code": code}, sort_keys=True, default=str)
+def run_hash(src_hash: str, params: dict[str, Any], code: str, inputs: str | None = None) -> str:
+    """Hash that decides whether an executed copy is still current for these parameters (``inputs``: what a
+    synthesis notebook reads, see :func:`inputs_hash`)."""
+    payload = {"source": src_hash, "params": params, "code": code}
+    if inputs is not None:
+        payload["inputs"] = inputs
+    blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def reads_results(nb: nbformat.NotebookNode) -> bool:
+    """A synthesis notebook (``metadata.ibnb.reads_results: true``) is computed from the other chapters'
+    results tables and executed pages, so those are inputs of its run hash too."""
+    return bool(nb.metadata.get("ibnb", {}).get("reads_results"))
+
+
+def inputs_hash(paths: Paths, own_stem: str) -> str:
+    """Hash of what a synthesis notebook reads: every other chapter's results files and the run hash, profile
+    and wall time recorded in every other chapter's executed page. Other synthesis pages and the timing log
+    are left out (each execution updates them, so including them would re-run synthesis pages forever)."""
+    h = hashlib.sha256()
+    root = paths.results_dir
+    for f in sorted(root.rglob("*")) if root.is_dir() else []:
+        if f.is_file() and f.parent != root and f.parent.name != own_stem:
+            h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    for page in sorted(paths.experiments.glob("*.ipynb")):
+        meta = _recorded_meta(page)
+        if page.stem != own_stem and not meta.get("inputs_hash"):
+            h.update(json.dumps([page.stem, meta.get("hash"), meta.get("profile"), meta.get("wall_s")]).encode())
+    return h.hexdigest()[:12]
+
+
+def provenance_fields(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """The rows of the provenance box shown by the page's last cell (``{}`` when it has none)."""
+    for cell in reversed(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = out.get("data", {}).get("text/markdown", "")
+            text = text if isinstance(text, str) else "".join(text)
+            if text.startswith("**Provenance of this page**"):
+                rows = [ln.strip().strip("|").split("|", 1) for ln in text.splitlines() if ln.startswith("| ")]
+                return {k.strip(): v.strip().strip("`") for k, v in rows if len(rows) and k.strip() != "field"}
+    return {}
+
+
+TIMING_COLUMNS = ["notebook", "profile", "wall_s", "executed_at", "device", "cpu_threads", "commit"]
+
+
+def record_timing(paths: Paths, nb: nbformat.NotebookNode, stem: str) -> Path:
+    """Upsert this execution's wall time into ``<results>/timings.csv`` (one row per notebook and profile),
+    which the reproduce page shows; the device and threads come from the page's provenance box."""
+    import csv
+    import io
+
+    meta, prov = nb.metadata["ibnb"], provenance_fields(nb)
+    row = {"notebook": stem, "profile": meta["profile"], "wall_s": meta["wall_s"],
+           "executed_at": meta["executed_at"], "device": prov.get("device", "unknown"),
+           "cpu_threads": prov.get("CPU threads", "unknown"), "commit": prov.get("commit", "unknown")}
+    path = paths.results_dir / "timings.csv"
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    rows = [r for r in rows if (r["notebook"], r["profile"]) != (stem, row["profile"])] + [row]
+    rows.sort(key=lambda r: (r["notebook"], r["profile"]))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, TIMING_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- run
@@ -175,7 +246,7 @@ def _cell_summary(source: str) -> str:
 
 def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path,
                      force: bool = False, code: str | None = None, progress: bool = True,
-                     kernel: str = KERNEL, echo: bool = False) -> Outcome:
+                     kernel: str = KERNEL, echo: bool = False, paths: Paths | None = None) -> Outcome:
     """Execute ``src`` with ``params`` into ``dest`` unless its run hash is unchanged.
 
     Papermill writes into a private temporary folder; only a successful run is moved to
@@ -187,9 +258,12 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
 
     stem = src.stem
     check_params(src, params)
-    src_hash = source_hash(nbformat.read(src, as_version=4))
+    src_nb = nbformat.read(src, as_version=4)
+    src_hash = source_hash(src_nb)
+    paths = paths or Paths(repo=cwd, notebooks=src.parent, experiments=dest.parent)
+    inputs = inputs_hash(paths, stem) if reads_results(src_nb) else None
     old = _recorded_meta(dest) if dest.exists() else {}
-    key = run_hash(src_hash, params, code or current_code_hash(files=old.get("code_files")))
+    key = run_hash(src_hash, params, code or current_code_hash(files=old.get("code_files")), inputs)
     if not force and old.get("hash") == key:
         return Outcome(stem, "skipped", float(old.get("wall_s", 0.0)), dest)
 
@@ -228,11 +302,12 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
     code_files = deps.get("code_files")
     if code is None:
         code = current_code_hash(files=code_files)
-    key = run_hash(src_hash, params, code)
+    key = run_hash(src_hash, params, code, inputs)
 
     nb = nbformat.read(tmp_out, as_version=4)
     nb.metadata["ibnb"] = {
         "hash": key, "source_hash": src_hash, "code_hash": code, "code_files": code_files, "params": params,
+        "inputs_hash": inputs,
         "profile": params.get("profile", DEFAULT_PROFILE),
         "executed_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(wall, 1),
     }
@@ -241,6 +316,7 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
         pm_meta["input_path"] = os.path.relpath(src, cwd)
         pm_meta["output_path"] = os.path.relpath(dest, cwd)
     atomic_write(dest, nbformat.writes(nb))
+    record_timing(paths, nb, stem)
     tmp_out.unlink(missing_ok=True)
     sidecar.unlink(missing_ok=True)
     tmp_dir.rmdir()
@@ -255,10 +331,13 @@ def run_notebooks(names: Sequence[str] = (), *, profile: str = DEFAULT_PROFILE,
     paths = paths or Paths.for_repo()
     params = {"profile": profile, **(overrides or {})}
     outcomes = []
-    for src in find_notebooks(names, paths.notebooks):
+    # synthesis pages read the chapters' results, so they run after every chapter of this invocation
+    ordered = sorted(find_notebooks(names, paths.notebooks),
+                     key=lambda p: reads_results(nbformat.read(p, as_version=4)))
+    for src in ordered:
         dest = paths.experiments / src.name
         outcome = execute_notebook(src, dest, params, cwd=paths.repo, force=force,
-                                   progress=progress, echo=echo)
+                                   progress=progress, echo=echo, paths=paths)
         if echo:
             print(outcome.summary(), flush=True)
         outcomes.append(outcome)
@@ -266,7 +345,8 @@ def run_notebooks(names: Sequence[str] = (), *, profile: str = DEFAULT_PROFILE,
 
 
 # ----------------------------------------------------------------------------- stale marks
-def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str | None = None) -> list[str]:
+def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str | None = None,
+                  paths: Paths | None = None) -> list[str]:
     """Why an executed notebook no longer matches its source / the ibnb code ([] when current).
 
     ``code`` defaults to the current hash of the modules the page recorded (``code_files``)."""
@@ -282,6 +362,8 @@ def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str | None =
         reasons.append(f"its source notebook `{src.name}` no longer exists")
     elif meta.get("source_hash") != source_hash(nbformat.read(src, as_version=4)):
         reasons.append(f"its source notebook `notebooks/{src.name}` changed")
+    if paths is not None and meta.get("inputs_hash") and meta["inputs_hash"] != inputs_hash(paths, src.stem):
+        reasons.append("the chapters' results or executed pages it summarises changed")
     return reasons
 
 
@@ -324,7 +406,7 @@ def mark_stale(paths: Paths | None = None, code: str | None = None,
     for path in sorted(paths.experiments.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         before = nbformat.writes(nb)
-        reasons = stale_reasons(nb, paths.notebooks / path.name, code)
+        reasons = stale_reasons(nb, paths.notebooks / path.name, code, paths)
         nb.cells = [c for c in nb.cells if STALE_TAG not in c.get("metadata", {}).get("tags", [])]
         if reasons:
             at = _after_title(nb)

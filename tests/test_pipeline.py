@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 
@@ -309,3 +310,69 @@ def test_commit_is_dirty_for_code_changes_but_not_for_book_outputs(tmp_path):
     assert provenance.git_commit(tmp_path) == sha
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.git_commit(tmp_path) == sha + "-dirty"
+
+
+# ----------------------------------------------------------------------------- timings, synthesis pages
+def _with_results(paths: Paths) -> Paths:
+    return Paths(repo=paths.repo, notebooks=paths.notebooks, experiments=paths.experiments,
+                 results=paths.repo / "book" / "results")
+
+
+def test_every_execution_upserts_its_wall_time(layout, fake_papermill):
+    paths = _with_results(layout)
+    runner.run_notebooks(["tiny"], paths=paths, progress=False, profile="smoke")
+    runner.run_notebooks(["tiny"], paths=paths, progress=False, profile="cpu")
+    runner.run_notebooks(["tiny"], paths=paths, progress=False, profile="cpu", force=True)
+    t = pd.read_csv(paths.results_dir / "timings.csv")
+    assert list(t.columns) == runner.TIMING_COLUMNS
+    assert sorted(zip(t["notebook"], t["profile"])) == [("tiny", "cpu"), ("tiny", "smoke")]  # one row each
+    assert (t["wall_s"] >= 0).all() and set(t["device"]) == {"unknown"}  # the fake run shows no box
+
+
+def test_provenance_fields_are_read_from_the_box():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("info = run.finish()")
+    box = ("**Provenance of this page**\n\n| field | value |\n|---|---|\n| notebook | `x` |\n"
+           "| device | cpu (x86_64) |\n| CPU threads | 2 torch threads / 2 CPUs |\n")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": box})]
+    nb.cells = [cell]
+    f = runner.provenance_fields(nb)
+    assert f == {"notebook": "x", "device": "cpu (x86_64)", "CPU threads": "2 torch threads / 2 CPUs"}
+    assert runner.provenance_fields(nbformat.v4.new_notebook()) == {}
+
+
+def test_synthesis_page_reruns_when_the_results_it_reads_change(layout, fake_papermill):
+    paths = _with_results(layout)
+    src = paths.notebooks / "summary.ipynb"
+    make_notebook(src)
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata["ibnb"] = {"reads_results": True}
+    nbformat.write(nb, src)
+    table = paths.results_dir / "tiny" / "cpu.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("a\n1\n")
+
+    def run():
+        return runner.run_notebooks(["summary"], paths=paths, progress=False)[0].status
+
+    assert run() == "executed"
+    assert run() == "skipped"
+    runner.run_notebooks(["tiny"], paths=paths, progress=False)  # timings.csv changes: not an input
+    assert run() == "executed"  # ... but tiny's executed page is new
+    assert run() == "skipped"
+    table.write_text("a\n2\n")
+    assert run() == "executed"
+    assert runner.mark_stale(paths, echo=False)["summary"] == []
+    table.write_text("a\n3\n")
+    reasons = runner.mark_stale(paths, echo=False)["summary"]
+    assert any("results" in r for r in reasons)
+
+
+def test_synthesis_pages_run_after_the_chapters(layout, fake_papermill):
+    src = make_notebook(layout.notebooks / "00_summary.ipynb")
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata["ibnb"] = {"reads_results": True}
+    nbformat.write(nb, src)
+    make_notebook(layout.notebooks / "05_chapter.ipynb")
+    order = [o.stem for o in runner.run_notebooks(paths=_with_results(layout), progress=False, echo=False)]
+    assert order == ["05_chapter", "tiny", "00_summary"]

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-import ibnb.experiments.architectures  # noqa: F401  (registers its presets)
+import ibnb.experiments
 from ibnb import profiles, results
 from ibnb.profiles import ParameterError
+
+for _m in pkgutil.iter_modules(ibnb.experiments.__path__):  # every chapter registers its presets on import
+    importlib.import_module(f"ibnb.experiments.{_m.name}")
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = "01_architectures"
@@ -74,3 +79,25 @@ def test_results_round_trip_and_validation(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m ibnb run"):
         results.read_results("nb", "gpu")
     assert isinstance(df, pd.DataFrame)
+
+
+def test_claims_are_written_with_normalised_verdicts(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from ibnb import results
+
+    monkeypatch.setenv("IBNB_RESULTS", str(tmp_path))
+    audit = pd.DataFrame({"claim (paper)": ["a", "b", "c", "d"], "this run": ["1", "2", "3", "—"],
+                          "verdict": ["supported (2 seeds)", "contradicts", "inconclusive at this budget",
+                                      "not testable here"]})
+    results.write_claims(audit, "99_x", "cpu", source="someone2020", rename={"claim (paper)": "claim",
+                                                                            "this run": "measurement"})
+    back = results.read_all("cpu", claims=True)["99_x"]
+    assert back["verdict_class"].tolist() == ["supported", "contradicted", "inconclusive", "not tested"]
+    assert set(back["source"]) == {"someone2020"} and set(back["chapter"]) == {"99_x"}
+    assert results.read_all("cpu") == {}  # the claims file is not mistaken for a results table
+    with pytest.raises(ValueError, match="known wording"):
+        results.write_claims(audit.assign(verdict="not supported"), "99_x", "cpu", source="s",
+                             rename={"claim (paper)": "claim", "this run": "measurement"})
+    with pytest.raises(ValueError, match="lacks columns"):
+        results.write_claims(audit, "99_x", "cpu", source="s")

@@ -146,10 +146,13 @@ def test_claims_audit_verdicts_follow_the_numbers():
     audit = A.claims_audit(A.parameter_table(), cifar, pacs, None).set_index("claim (report)")["verdict"]
     assert audit.iloc[0] == "supported"  # 1,173,197
     assert audit.filter(like="beats the plain").iloc[0] == "supported"
-    assert audit.filter(like="not from the added depth").iloc[0] == "not supported"
+    assert audit.filter(like="not from the added depth").iloc[0].startswith("inconclusive")  # SA == deep
     assert audit.filter(like="Food-101 plain").iloc[0].startswith("not testable")
     food = _fake([A.FOOD_PLAIN, A.FOOD_SA], {A.FOOD_PLAIN: {"best_val_acc": 0.30, "min_val_loss": 3.2, "test_acc": 0.3},
                                              A.FOOD_SA: {"best_val_acc": 0.44, "min_val_loss": 2.2, "test_acc": 0.44}}, 2)
     audit = A.claims_audit(A.parameter_table(), cifar, pacs, food).set_index("claim (report)")["verdict"]
     assert audit.filter(like="Food-101 plain").iloc[0] == "supported"
     assert audit.filter(like="Food-101 attention").iloc[0].startswith("supported")
+    worse = _fake(A.MODELS, {A.PLAIN: {"test_acc": 0.40}, A.DEEP: {"test_acc": 0.55}, A.SA: {"test_acc": 0.50}})
+    audit = A.claims_audit(A.parameter_table(), worse, pacs, None).set_index("claim (report)")["verdict"]
+    assert audit.filter(like="not from the added depth").iloc[0] == "contradicted"

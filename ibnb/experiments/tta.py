@@ -355,7 +355,10 @@ def claims(p: dict, banks: Banks, splits: Splits, grid: pd.DataFrame, metta_df: 
                      mean=ratio, err=0.0, expected="ratio ≈ 1",
                      measurement=f"same number of forward passes; wall time GPS / crop+flip = {ratio:.2f}",
                      verdict="agrees" if ratio < 1.25 else "partly: the augmentation ops add wall time on this device"))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out["source"] = out["claim"].map(lambda c: "ashukha2021mean" if c.startswith("MeTTA")
+                                     else "lyzhov2020greedy" if "GPS" in c else "ashukha2020pitfalls")
+    return out
 
 
 # ----------------------------------------------------------------------------- MeTTA

@@ -1,0 +1,32 @@
+"""Presets of the two synthesis pages, which train nothing: the scorecard (``09_scorecard``) and the
+reproduce page (``99_reproduce``). Both read the committed ``book/results`` tables and executed pages.
+
+``results_profile`` picks which profile's tables to read; the smoke profile reads the committed ``cpu``
+tables from the repository (``results_root``), so CI exercises the real code on real tables without
+retraining anything. An empty ``results_root`` means ``$IBNB_RESULTS`` or ``<repo>/book/results``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..profiles import register_presets, require
+from ..results import results_dir
+from ..utils import repo_root
+
+SCORECARD, REPRODUCE = "09_scorecard", "99_reproduce"
+_PRESETS = {"smoke": {"results_profile": "cpu", "results_root": "book/results"},
+            "cpu": {"results_profile": "cpu", "results_root": ""},
+            "gpu": {"results_profile": "gpu", "results_root": ""}}
+
+
+def _validate(p: dict) -> None:
+    require(p["results_profile"] in ("smoke", "cpu", "gpu"), "results_profile must be smoke, cpu or gpu")
+
+
+def results_root(p: dict) -> Path:
+    """The folder whose ``<stem>/<profile>.csv`` tables the page reads."""
+    return repo_root() / p["results_root"] if p["results_root"] else results_dir()
+
+
+register_presets(SCORECARD, _PRESETS, _validate)
+register_presets(REPRODUCE, _PRESETS, _validate)
