@@ -1,5 +1,5 @@
-"""Presets of the two synthesis pages, which train nothing: the scorecard (``09_scorecard``) and the
-reproduce page (``99_reproduce``). Both read the committed ``book/results`` tables and executed pages.
+"""Presets of the synthesis pages, which train nothing: the title page with its abstract (``00_index``), the
+scorecard (``09_scorecard``) and the reproduce page (``99_reproduce``). Both read the committed ``book/results`` tables and executed pages.
 
 ``results_profile`` picks which profile's tables to read; the smoke profile reads the committed ``cpu``
 tables from the repository (``results_root``), so CI exercises the real code on real tables without
@@ -13,7 +13,7 @@ from ..profiles import register_presets, require
 from ..results import results_dir
 from ..utils import repo_root
 
-SCORECARD, REPRODUCE = "09_scorecard", "99_reproduce"
+INDEX, SCORECARD, REPRODUCE = "00_index", "09_scorecard", "99_reproduce"
 _PRESETS = {"smoke": {"results_profile": "cpu", "results_root": "book/results"},
             "cpu": {"results_profile": "cpu", "results_root": ""},
             "gpu": {"results_profile": "gpu", "results_root": ""}}
@@ -28,5 +28,6 @@ def results_root(p: dict) -> Path:
     return repo_root() / p["results_root"] if p["results_root"] else results_dir()
 
 
+register_presets(INDEX, _PRESETS, _validate)
 register_presets(SCORECARD, _PRESETS, _validate)
 register_presets(REPRODUCE, _PRESETS, _validate)
