@@ -1,0 +1,120 @@
+"""Self-supervised objectives on augmented views, written to read like their formulas.
+
+Each loss takes embeddings ``Z`` (batch ``n`` × dimension ``d``) of two or more augmented views of the same
+``n`` images and returns a dict: ``"loss"`` (the scalar to minimise) and its named terms, so that every term can
+be logged on its own.
+
+* :func:`vicreg` (Bardes et al., 2022): ``λ·s(Z,Z') + μ·[v(Z)+v(Z')] + ν·[c(Z)+c(Z')]``.
+* :func:`barlow_twins` (Zbontar et al., 2021): ``Σ_i (1 − c_ii)² + λ Σ_i Σ_{j≠i} c_ij²``.
+* :func:`wmse` (Ermolov et al., 2021): whiten each view, then the mean squared distance between the
+  L2-normalised positives, averaged over all pairs of views.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+
+def covariance(z: torch.Tensor) -> torch.Tensor:
+    """C(Z) = (Z − mean)ᵀ(Z − mean) / (n − 1): the d × d covariance of the embedding dimensions."""
+    zc = z - z.mean(dim=0)
+    return zc.T @ zc / (z.shape[0] - 1)
+
+
+def off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """The d(d−1) off-diagonal entries of a square matrix, flattened."""
+    d = m.shape[0]
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+# ---------------------------------------------------------------- VICReg
+def invariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """s(Z, Z') = mean squared distance between positives, averaged over the n·d entries (as in the official
+    VICReg code, ``F.mse_loss``; the paper's (1/n) Σ_i ‖z_i − z'_i‖² is d times larger)."""
+    return (z1 - z2).pow(2).mean()
+
+
+def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """v(Z) = (1/d) Σ_j max(0, γ − sqrt(Var(z_j) + ε)), Var with 1/(n − 1): a hinge on every dimension's std."""
+    std = torch.sqrt(z.var(dim=0, unbiased=True) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_penalty(z: torch.Tensor) -> torch.Tensor:
+    """c(Z) = (1/d) Σ_{l≠m} C(Z)²_lm: decorrelates the dimensions."""
+    return off_diagonal(covariance(z)).pow(2).sum() / z.shape[1]
+
+
+def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0,
+           gamma: float = 1.0, eps: float = 1e-4) -> dict[str, torch.Tensor]:
+    """VICReg: ``λ·s(Z,Z') + μ·[v(Z)+v(Z')] + ν·[c(Z)+c(Z')]``; terms are returned unweighted."""
+    s = invariance(z1, z2)
+    v = variance(z1, gamma, eps) + variance(z2, gamma, eps)
+    c = covariance_penalty(z1) + covariance_penalty(z2)
+    return {"loss": lam * s + mu * v + nu * c, "invariance": s, "variance": v, "covariance": c}
+
+
+# ---------------------------------------------------------------- Barlow Twins
+def standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Batch standardisation of every dimension: (z − mean) / std, std with 1/n (like BatchNorm)."""
+    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """c_ij = (1/n) Σ_b ẑ_bi ẑ'_bj between the batch-standardised views (d × d)."""
+    return standardise(z1, eps).T @ standardise(z2, eps) / z1.shape[0]
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 5e-3,
+                 eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """Barlow Twins: ``Σ_i (1 − c_ii)² + λ Σ_i Σ_{j≠i} c_ij²``; terms: ``on_diagonal``, ``off_diagonal``
+    (the second unweighted)."""
+    c = cross_correlation(z1, z2, eps)
+    on = (1 - torch.diagonal(c)).pow(2).sum()
+    off = off_diagonal(c).pow(2).sum()
+    return {"loss": on + lam * off, "on_diagonal": on, "off_diagonal": off}
+
+
+# ---------------------------------------------------------------- W-MSE
+def whiten(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Whitening by Cholesky: Σ + εI = L Lᵀ, W = L⁻¹ (so W Σ Wᵀ ≈ I and WᵀW = Σ⁻¹), returns W (z_i − mean).
+
+    Needs n > d. The whitened batch has (close to) identity covariance."""
+    zc = z - z.mean(dim=0)
+    sigma = covariance(z) + eps * torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
+    L = torch.linalg.cholesky(sigma)
+    # rows of zc are samples: (W zcᵀ)ᵀ = zc Wᵀ; solve L X = zcᵀ instead of forming L⁻¹
+    return torch.linalg.solve_triangular(L, zc.T, upper=False).T
+
+
+def normalised_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(1/n) Σ_i ‖a_i/‖a_i‖ − b_i/‖b_i‖‖² (= 2 − 2·mean cosine similarity)."""
+    return (F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(dim=1).mean()
+
+
+def wmse(views: list[torch.Tensor] | tuple[torch.Tensor, ...], *, eps: float = 1e-4) -> dict[str, torch.Tensor]:
+    """W-MSE over any number of views: whiten every view's batch, then average the normalised MSE over all
+    pairs of views. Term ``alignment`` is that average (= the loss)."""
+    if len(views) < 2:
+        raise ValueError("wmse needs at least two views")
+    n, d = views[0].shape
+    if n <= d:
+        raise ValueError(f"W-MSE whitening needs more samples than dimensions (batch {n} <= dim {d})")
+    white = [whiten(z.float(), eps) for z in views]
+    pairs = list(itertools.combinations(range(len(views)), 2))
+    alignment = sum(normalised_mse(white[i], white[j]) for i, j in pairs) / len(pairs)
+    return {"loss": alignment, "alignment": alignment}
+
+
+LOSSES = {"vicreg": vicreg, "barlow_twins": barlow_twins, "wmse": wmse}
+
+
+def ssl_loss(method: str, views: list[torch.Tensor], **kw) -> dict[str, torch.Tensor]:
+    """Dispatch: ``vicreg`` / ``barlow_twins`` use the first two views; ``wmse`` uses all of them."""
+    if method not in LOSSES:
+        raise KeyError(f"Unknown SSL method {method!r}; available: {', '.join(LOSSES)}")
+    if method == "wmse":
+        return wmse(views, **kw)
+    return LOSSES[method](views[0], views[1], **kw)

@@ -1,0 +1,262 @@
+"""Self-supervised losses against slow loop re-computations of their formulas; invariances that make each
+term zero; collapse penalised; whitening; augmentation and pretraining plumbing."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ibnb import ssl
+from ibnb.data import ImageData
+from ibnb.models import count_parameters, create_model
+from ibnb.ssl_losses import barlow_twins, vicreg, whiten, wmse
+
+
+def _rand(n=12, d=5, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) * scale,
+            torch.randn(n, d, generator=g, dtype=torch.float64) * scale)
+
+
+# ---------------------------------------------------------------- slow references, straight from the formulas
+def _mean(z, j):  # z: a nested Python list (n rows of d floats)
+    return sum(z[i][j] for i in range(len(z))) / len(z)
+
+
+def _cov(z):
+    n, d = len(z), len(z[0])
+    m = [_mean(z, j) for j in range(d)]
+    return [[sum((z[i][l] - m[l]) * (z[i][k] - m[k]) for i in range(n)) / (n - 1) for k in range(d)] for l in range(d)]
+
+
+def _vicreg_slow(z1, z2, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
+    (n, d), z1, z2 = z1.shape, z1.tolist(), z2.tolist()
+    s = sum((z1[i][j] - z2[i][j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+
+    def v(z):
+        c = _cov(z)
+        return sum(max(0.0, gamma - math.sqrt(c[j][j] + eps)) for j in range(d)) / d
+
+    def cpen(z):
+        c = _cov(z)
+        return sum(c[l][m] ** 2 for l in range(d) for m in range(d) if l != m) / d
+
+    return lam * s + mu * (v(z1) + v(z2)) + nu * (cpen(z1) + cpen(z2)), s, v(z1) + v(z2), cpen(z1) + cpen(z2)
+
+
+def _barlow_slow(z1, z2, lam=5e-3, eps=1e-5):
+    (n, d), z1, z2 = z1.shape, z1.tolist(), z2.tolist()
+
+    def std(z):
+        out = []
+        for j in range(d):
+            m = _mean(z, j)
+            sd = math.sqrt(sum((z[i][j] - m) ** 2 for i in range(n)) / n + eps)
+            out.append([(z[i][j] - m) / sd for i in range(n)])
+        return out  # out[j][i]
+
+    a, b = std(z1), std(z2)
+    c = [[sum(a[i][k] * b[j][k] for k in range(n)) / n for j in range(d)] for i in range(d)]
+    return sum((1 - c[i][i]) ** 2 for i in range(d)) + lam * sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
+
+
+def _wmse_slow(views, eps=1e-4):
+    n, d = views[0].shape
+    white = []
+    for z in views:
+        c = torch.tensor(_cov(z.tolist()), dtype=torch.float64) + eps * torch.eye(d, dtype=torch.float64)
+        W = torch.linalg.inv(torch.linalg.cholesky(c))  # W = L⁻¹ with Σ + εI = L Lᵀ
+        m = torch.tensor([_mean(z.tolist(), j) for j in range(d)], dtype=torch.float64)
+        white.append([W @ (z[i] - m) for i in range(n)])
+    total, pairs = 0.0, 0
+    for a in range(len(views)):
+        for b in range(a + 1, len(views)):
+            total += sum(float(((white[a][i] / white[a][i].norm() - white[b][i] / white[b][i].norm()) ** 2).sum())
+                         for i in range(n)) / n
+            pairs += 1
+    return total / pairs
+
+
+# ---------------------------------------------------------------- losses vs loops
+def test_vicreg_matches_the_formula():
+    z1, z2 = _rand(scale=0.7)  # std < gamma, so the variance hinge is active
+    out = vicreg(z1, z2)
+    loss, s, v, c = _vicreg_slow(z1, z2)
+    assert v > 0
+    assert out["loss"].item() == pytest.approx(loss, rel=1e-9)
+    assert out["invariance"].item() == pytest.approx(s, rel=1e-9)
+    assert out["variance"].item() == pytest.approx(v, rel=1e-9)
+    assert out["covariance"].item() == pytest.approx(c, rel=1e-9)
+
+
+def test_barlow_twins_matches_the_formula():
+    z1, z2 = _rand(seed=1)
+    assert barlow_twins(z1, z2)["loss"].item() == pytest.approx(_barlow_slow(z1, z2), rel=1e-9)
+    assert barlow_twins(z1, z2, lam=0.3)["loss"].item() == pytest.approx(_barlow_slow(z1, z2, lam=0.3), rel=1e-9)
+
+
+@pytest.mark.parametrize("n_views", [2, 3])
+def test_wmse_matches_the_formula(n_views):
+    g = torch.Generator().manual_seed(2)
+    views = [torch.randn(16, 4, generator=g, dtype=torch.float64) for _ in range(n_views)]
+    assert wmse(views)["loss"].item() == pytest.approx(_wmse_slow(views), rel=1e-6)
+
+
+# ---------------------------------------------------------------- properties
+def test_vicreg_variance_is_zero_when_every_std_reaches_gamma():
+    z1, z2 = _rand(n=64, d=6, seed=3, scale=3.0)
+    assert (z1.std(0) >= 1).all() and (z2.std(0) >= 1).all()
+    assert vicreg(z1, z2)["variance"].item() == 0.0
+    # and it is positive as soon as one dimension's std falls below gamma
+    z1[:, 0] *= 0.1
+    assert vicreg(z1, z2)["variance"].item() > 0
+
+
+def test_barlow_twins_is_zero_for_identical_standardised_decorrelated_views():
+    n, d = 64, 6
+    q, _ = torch.linalg.qr(torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))
+    q = q - q.mean(0)  # centred, then orthogonalised again: columns uncorrelated with equal variance
+    q, _ = torch.linalg.qr(q)
+    z = q * math.sqrt(n)  # columns: mean ~0, (1/n)·zᵀz = I
+    z = z - z.mean(0)
+    out = barlow_twins(z, z.clone(), eps=0.0)
+    assert out["loss"].item() == pytest.approx(0.0, abs=1e-10)
+    # a second, different view is not free
+    assert barlow_twins(z, torch.roll(z, 1, dims=0), eps=0.0)["loss"].item() > 0.1
+
+
+def test_whitening_gives_identity_covariance():
+    g = torch.Generator().manual_seed(5)
+    mix = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    z = torch.randn(200, 5, generator=g, dtype=torch.float64) @ mix + 3.0  # correlated, shifted
+    w = whiten(z, eps=0.0)
+    cov = (w - w.mean(0)).T @ (w - w.mean(0)) / (len(w) - 1)
+    assert torch.allclose(cov, torch.eye(5, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(w.mean(0), torch.zeros(5, dtype=torch.float64), atol=1e-8)
+    with pytest.raises(ValueError, match="more samples"):
+        wmse([z[:4], z[4:8]])
+
+
+def test_collapsed_embedding_is_penalised():
+    z1, z2 = _rand(n=64, d=8, seed=6, scale=2.0)
+    const = torch.ones(64, 8, dtype=torch.float64) * 0.5
+    vic_const, vic_rand = vicreg(const, const), vicreg(z1, z1 + 0.01 * z2)
+    # a constant embedding has zero invariance loss but pays the full variance hinge: 2·μ·γ = 50
+    assert vic_const["invariance"].item() == 0.0
+    assert vic_const["variance"].item() == pytest.approx(2 * (1 - math.sqrt(1e-4)), rel=1e-9)
+    assert vic_const["loss"].item() > vic_rand["loss"].item()
+    bt_const, bt_rand = barlow_twins(const, const), barlow_twins(z1, z1 + 0.01 * z2)
+    assert bt_const["on_diagonal"].item() == pytest.approx(8.0)  # every c_ii = 0
+    assert bt_const["loss"].item() > bt_rand["loss"].item()
+
+
+# ---------------------------------------------------------------- encoder, augmentation, monitors, training
+def test_n1_parameter_count_next_to_the_study():
+    model = create_model("n1")
+    assert count_parameters(model) == 400_746  # the study's N1: 403,530 (architecture not published)
+    assert model.features(torch.randn(2, 3, 32, 32)).shape == (2, 256)
+
+
+@pytest.mark.parametrize("recipe", list(ssl.RECIPES))
+def test_views_are_seeded_and_differ(recipe):
+    x = torch.randn(8, 3, 32, 32)
+    a = ssl.ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
+    b = ssl.ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
+    v1, v2 = a(x), a(x)
+    assert v1.shape == x.shape and torch.isfinite(v1).all()
+    assert torch.equal(v1, b(x))  # same seed, same views
+    assert not torch.allclose(v1, v2)  # two views of one batch differ
+    # pixel range is kept: views stay within the normalised image of [0, 1]
+    assert v1.min() >= (0 - 0.5) / 0.25 - 1e-5 and v1.max() <= (1 - 0.5) / 0.25 + 1e-5
+
+
+def test_full_crop_without_flip_is_identity():
+    x = torch.rand(4, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    # scale (1, 1) and aspect 1: the crop is the whole image; flips are the only change
+    out = ssl.resized_crop_flip(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    same = [(torch.allclose(o, i, atol=1e-5) or torch.allclose(o, i.flip(2), atol=1e-5)) for o, i in zip(out, x)]
+    assert all(same)
+
+
+def test_collapse_monitors():
+    h = torch.randn(256, 16)
+    assert ssl.effective_rank(h).item() > 14
+    assert ssl.effective_rank(h[:, :1] * torch.randn(1, 16)).item() == pytest.approx(1.0, abs=1e-3)
+    assert ssl.normalised_std(h).item() == pytest.approx(1.0, abs=0.1)
+    assert ssl.normalised_std(torch.ones(256, 16) + 1e-6 * h).item() < 1e-3
+
+
+def test_knn_and_linear_probe_on_separable_features():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    f = torch.nn.functional.one_hot(y, 4).float() * 5 + torch.randn(200, 4, generator=g)
+    assert ssl.knn_accuracy(f[:100], y[:100], f[100:], y[100:], num_classes=4, k=5) > 0.95
+    res = ssl.linear_probe(f[:100], y[:100], f[100:], y[100:], num_classes=4, epochs=20, batch_size=32)
+    assert res["top1"] > 0.95 and res["top5"] == 1.0
+    # permuted labels: the probe cannot beat chance by much
+    res = ssl.linear_probe(f[:100], y[:100][torch.randperm(100, generator=g)], f[100:], y[100:], num_classes=4)
+    assert res["top1"] < 0.6
+
+
+@pytest.mark.parametrize("method", ["vicreg", "barlow_twins", "wmse"])
+def test_pretraining_logs_terms_and_caches(method):
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(64) % 4,
+                     list("abcd"), "toy", (0.5,) * 3, (0.25,) * 3)
+    kw = dict(backbone_kw={"width": 2}, projector_dims=(32, 8), epochs=2, batch_size=32, device="cpu")
+    model, hist, cached = ssl.pretrain_or_load(method, data, **kw)
+    terms = {"vicreg": ["invariance", "variance", "covariance"], "barlow_twins": ["on_diagonal", "off_diagonal"],
+             "wmse": ["alignment"]}[method]
+    for t in terms + ["std", "erank", "online_probe"]:
+        assert f"train_{t}" in hist.frame and hist.frame[f"train_{t}"].notna().all()
+    assert not cached
+    again, _, cached = ssl.pretrain_or_load(method, data, **kw)
+    assert cached
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    f = ssl.extract_features(model.encoder, data)
+    assert f.shape == (64, 16)
+
+
+def test_pretraining_resumes_exactly(tmp_path):
+    """Views are reseeded from the step's position, so an interrupted run resumed from its checkpoint ends
+    with the same weights as an uninterrupted one."""
+    from ibnb.train import fit
+
+    g = torch.Generator().manual_seed(1)
+    data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(64) % 4,
+                     list("abcd"), "toy", (0.5,) * 3, (0.25,) * 3)
+
+    def train(epochs, ckpt, stop_after=None):
+        torch.manual_seed(0)
+        model = ssl.SSLNet("n1", {"width": 2}, (32, 8), 4)
+        step = ssl.ssl_step("vicreg", ssl.ViewAugment("standard", data.mean, data.std, seed=3))
+
+        def guarded(m, opt, x, y, epoch):
+            if stop_after is not None and epoch >= stop_after:
+                raise KeyboardInterrupt
+            return step(m, opt, x, y, epoch)
+        try:
+            fit(model, data, epochs=epochs, batch_size=16, device="cpu", progress=False, checkpoint=ckpt,
+                train_step=guarded, step="vicreg-test")
+        except KeyboardInterrupt:
+            return None
+        return model
+
+    full = train(2, tmp_path / "a.pt")
+    assert train(2, tmp_path / "b.pt", stop_after=1) is None  # interrupted after one epoch
+    resumed = train(2, tmp_path / "b.pt")
+    assert all(torch.allclose(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_colour_ops():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 8, 8, generator=g)
+    # zero-strength jitter is the identity (up to the YIQ round trip)
+    assert torch.allclose(ssl.colour_jitter(x, g, 0.0, 0.0, 0.0, 0.0), x, atol=1e-5)
+    # full desaturation gives grey pixels: all three channels equal
+    y = ssl.colour_jitter(x, g, 0.0, 0.0, 1.0, 0.0)
+    assert not torch.allclose(y, x)
+    grey = ssl.grey(x)
+    assert torch.allclose(grey, (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]), atol=1e-6)
