@@ -1,0 +1,164 @@
+"""SAM, batch mixing ops, sharpness measurements and attention rollout."""
+import pytest
+import torch
+import torch.nn as nn
+
+from ibnb import mixing, sharpness
+from ibnb.models import create_model
+from ibnb.sam import SAM, frozen_bn_stats, sam_step
+from ibnb.train import fit
+from ibnb.vit_rollout import rollout, vit_rollout_maps
+
+A = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+B = torch.tensor([1.0, -2.0, 0.5])
+
+
+def quad(w):
+    """L(w) = ½ wᵀAw − bᵀw, ∇L = Aw − b."""
+    return 0.5 * w @ A @ w - B @ w
+
+
+def test_one_sam_step_on_a_quadratic_is_ascent_then_descent():
+    w0 = torch.tensor([0.7, -0.3, 1.2])
+    rho, lr = 0.1, 0.05
+    w = nn.Parameter(w0.clone())
+    opt = SAM([w], torch.optim.SGD, rho=rho, lr=lr)
+    quad(w).backward()
+
+    def closure():
+        opt.zero_grad()
+        loss = quad(w)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    g = A @ w0 - B
+    expected = w0 - lr * (A @ (w0 + rho * g / g.norm()) - B)
+    assert torch.allclose(w.detach(), expected, atol=1e-6)
+    assert not torch.allclose(expected, w0 - lr * g, atol=1e-4)  # differs from the plain SGD step
+
+
+def test_two_step_api_matches_closure_and_asam_differs():
+    w0 = torch.tensor([0.7, -0.3, 1.2])
+    out = {}
+    for adaptive in (False, True):
+        w = nn.Parameter(w0.clone())
+        opt = SAM(torch.optim.SGD([w], lr=0.05), rho=0.1, adaptive=adaptive, eta=0.0)
+        quad(w).backward()
+        opt.first_step(zero_grad=True)
+        quad(w).backward()
+        opt.second_step(zero_grad=True)
+        out[adaptive] = w.detach().clone()
+    g = A @ w0 - B
+    assert torch.allclose(out[False], w0 - 0.05 * (A @ (w0 + 0.1 * g / g.norm()) - B), atol=1e-6)
+    e = w0 ** 2 * g * (0.1 / (w0.abs() * g).norm())  # ASAM: ρ T² g / ‖T g‖ with T = |w|
+    assert torch.allclose(out[True], w0 - 0.05 * (A @ (w0 + e) - B), atol=1e-6)
+
+
+@pytest.mark.parametrize("rho", [0.01, 0.05, 0.5])
+def test_perturbation_has_norm_rho_and_weights_are_restored(rho):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    opt = SAM(torch.optim.SGD(model.parameters(), lr=0.0), rho=rho)
+    before = [p.detach().clone() for p in model.parameters()]
+    nn.functional.cross_entropy(model(x), y).backward()
+    norm = opt.first_step(zero_grad=True)
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert moved.norm().item() == pytest.approx(rho, rel=1e-5)
+    assert norm.item() == pytest.approx(rho, rel=1e-5)
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.second_step(zero_grad=True)  # lr = 0: the base step changes nothing, so w must be exactly restored
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+
+
+def test_sam_shares_param_groups_with_base_for_schedulers():
+    w = nn.Parameter(torch.zeros(2))
+    base = torch.optim.AdamW([w], lr=1.0)
+    opt = SAM(base, rho=0.05)
+    torch.optim.lr_scheduler.LambdaLR(base, lambda s: 0.5)  # sets lr = 1.0 * 0.5 on the base
+    assert opt.param_groups[0]["lr"] == base.param_groups[0]["lr"] == 0.5
+
+
+def test_frozen_bn_stats_keeps_running_statistics():
+    bn = nn.BatchNorm2d(3)
+    bn(torch.randn(8, 3, 4, 4) + 2)
+    mean, tracked = bn.running_mean.clone(), bn.num_batches_tracked.clone()
+    with frozen_bn_stats(bn):
+        bn(torch.randn(8, 3, 4, 4) * 5 - 3)
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.num_batches_tracked, tracked)
+    assert bn.momentum == 0.1
+    bn(torch.randn(8, 3, 4, 4) * 5 - 3)
+    assert not torch.equal(bn.running_mean, mean)
+
+
+def test_power_iteration_finds_the_top_eigenvalue_of_a_known_quadratic():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6))
+    eig = torch.tensor([4.0, 2.5, 1.0, 0.5, -0.3, 0.1])
+    h = q @ torch.diag(eig) @ q.T
+    lam, _ = sharpness.power_iteration(lambda v: [h @ v[0]], [torch.zeros(6)], iters=200, tol=1e-10)
+    assert lam == pytest.approx(4.0, rel=1e-4)
+    # the same through double back-propagation of a quadratic "model": Hessian of ½ wᵀHw is H
+    w = nn.Parameter(torch.randn(6))
+    loss = 0.5 * w @ h @ w
+    grads = torch.autograd.grad(loss, [w], create_graph=True)
+    hvp = lambda v: [t.detach() for t in torch.autograd.grad(grads, [w], grad_outputs=v, retain_graph=True)]
+    lam2, _ = sharpness.power_iteration(hvp, [w], iters=200, tol=1e-10)
+    assert lam2 == pytest.approx(4.0, rel=1e-4)
+
+
+def test_sharpness_measurements_on_a_small_network_restore_weights():
+    torch.manual_seed(0)
+    model = create_model("vit", dim=16, depth=1, heads=2)
+    x, y = torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,))
+    before = [p.detach().clone() for p in model.parameters()]
+    s = sharpness.pga_sharpness(model, x, y, rho=0.05, steps=3)
+    assert s["sharpness"] >= s["one_step"] - 1e-6 and s["sharpness"] > 0
+    h = sharpness.top_hessian_eigenvalue(model, x, y, iters=5)
+    assert h["eigenvalue"] == h["eigenvalue"]  # finite, not NaN
+    sl = sharpness.loss_slice(model, x, y, [-0.5, 0.0, 0.5])
+    assert sl[1] == pytest.approx(s["loss"], rel=1e-5)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+    d = sharpness.filter_normalized_direction(model)
+    w = dict(model.named_parameters())["embed.proj.weight"]
+    i = [n for n, _ in model.named_parameters()].index("embed.proj.weight")
+    assert torch.allclose(d[i].flatten(1).norm(dim=1), w.flatten(1).norm(dim=1), rtol=1e-4)
+
+
+def test_mixup_and_cutout_are_seeded_and_correct():
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    a = mixing.Mixup(alpha=1.0, num_classes=10, seed=3)(x, y)
+    b = mixing.Mixup(alpha=1.0, num_classes=10, seed=3)(x, y)
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[1].sum(1), torch.ones(8))
+    c = mixing.Cutout(size=8, seed=0)
+    xc, yc = c(torch.ones(4, 3, 32, 32), y[:4])
+    zeros = (xc[:, 0] == 0).flatten(1).sum(1)
+    assert torch.equal(yc, y[:4]) and (zeros > 0).all() and (zeros <= 64).all()
+    assert (xc == 0).all(dim=1).flatten(1).sum(1).equal(zeros)  # same square in every channel
+
+
+def test_sam_step_trains_through_fit_and_logs_sharpness():
+    torch.manual_seed(0)
+    from ibnb.data import ImageData
+    data = ImageData(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.arange(64) % 10,
+                     classes=[str(i) for i in range(10)], name="toy", mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = create_model("cnn", width=4, stages=2)
+    hist = fit(model, data, epochs=2, batch_size=16, progress=False, device="cpu",
+               train_step=sam_step(0.05, mix=mixing.Cutout(8)), step="sam(rho=0.05,cutout)")
+    assert "train_sharpness" in hist.frame and (hist.frame["train_perturbed_loss"] > 0).all()
+
+
+def test_rollout_is_row_stochastic_and_maps_are_in_unit_range():
+    a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
+    r = rollout([a, a])
+    assert torch.allclose(r.sum(-1), torch.ones(2, 5), atol=1e-5)
+    from ibnb.data import ImageData
+    data = ImageData(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4),
+                     classes=[str(i) for i in range(10)], name="toy", mean=(0.5,) * 3, std=(0.25,) * 3)
+    for pool in ("cls", "mean"):
+        maps, logits = vit_rollout_maps(create_model("vit", dim=16, depth=2, heads=2, pool=pool), data)
+        assert maps.shape == (4, 1, 32, 32) and logits.shape == (4, 10)
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
