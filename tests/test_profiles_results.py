@@ -101,3 +101,13 @@ def test_claims_are_written_with_normalised_verdicts(tmp_path, monkeypatch):
                              rename={"claim (paper)": "claim", "this run": "measurement"})
     with pytest.raises(ValueError, match="lacks columns"):
         results.write_claims(audit, "99_x", "cpu", source="s")
+
+
+@pytest.mark.parametrize("wording, cls", [
+    ("reproduced at this profile", "supported"), ("not reproduced (+4.1 points)", "contradicted"),
+    ("not reached at this profile (higher error)", "inconclusive"), ("not resolved (within one std)", "inconclusive"),
+    ("consistent (3 seeds)", "supported"), ("not measured: no ResNet-18 run", "not tested"),
+    ("not comparable in absolute terms", "not tested"), ("undecided: one seed", "inconclusive"),
+    ("partly reproduced (2 of 6)", "inconclusive"), ("not confirmed", "contradicted")])
+def test_every_chapters_verdict_wording_has_a_class(wording, cls):
+    assert results.verdict_class(wording) == cls
