@@ -17,11 +17,11 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 REQ_SHA := $(shell python3 -c "import hashlib;print(hashlib.sha256(open('requirements.txt','rb').read()).hexdigest())")
 STAMP := $(VENV)/.ibnb-requirements.sha256
 
-.PHONY: help venv book run html test bench clean
+.PHONY: help venv browser book run html test bench clean
 
 help:
 	@echo "make book   - venv + execute changed notebooks (PROFILE=$(PROFILE)) + build _build/html/index.html"
-	@echo "make test   - venv + pytest (unit tests, notebook smoke runs, book build)"
+	@echo "make test   - venv + chromium + pytest (unit tests, notebook smoke runs, book build, browser check)"
 	@echo "make run    - execute notebooks only (PROFILE=smoke|cpu|gpu)"
 	@echo "make html   - build the HTML from the saved notebooks, no execution"
 	@echo "make bench  - images/s of fit vs a bare training loop"
@@ -48,7 +48,18 @@ run: venv
 html: venv
 	"$(PY)" -m ibnb build --no-run
 
-test: venv
+# The browser test (tests/test_browser.py) needs a Chromium binary: Debian's package, installed here
+# when neither `chromium` on PATH nor IBNB_CHROMIUM is there (apt-get as root, else sudo).
+browser:
+	@if [ -n "$$IBNB_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then \
+		echo "chromium found: $${IBNB_CHROMIUM:-$$(command -v chromium)}"; \
+	else \
+		echo "Installing Debian's chromium for the browser test"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+test: venv browser
 	"$(PY)" -m pytest -q
 
 bench: venv

@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny datasets written in the real on-disk formats (never real data)."""
+"""Shared fixtures: tiny datasets written in the real on-disk formats (never real data), and the book built once per session."""
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import subprocess
 import tarfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,8 @@ import torch
 
 from ibnb.data import ImageData
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +86,46 @@ def toy_data(n_per_class: int = 32, num_classes: int = 4, size: int = 8, seed: i
     x = (base + 20 * torch.randn(len(y), 3, size, size, generator=g)).clamp(0, 255).to(torch.uint8)
     return ImageData(x=x, y=y, classes=[str(i) for i in range(num_classes)], name="toy",
                      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+# ----------------------------------------------------------------------------- the built book (once per session)
+@dataclass
+class BuiltBook:
+    root: Path        # the copy of the repository that was built
+    html: Path        # root/_build/html
+    returncode: int
+    log: str          # stdout + stderr of jupyter-book
+    seconds: float
+
+
+def committable_files() -> list[str]:
+    """Paths git would commit: tracked plus untracked files that are not ignored."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, check=True)
+    return [p for p in out.stdout.decode().split("\0") if p]
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> BuiltBook:
+    """``jupyter-book build -W -n --keep-going`` of a copy of the files a fresh clone would have.
+
+    Built once per session into a temporary folder (never the repo's ``_build``) and shared by
+    ``test_book_builds_without_warnings`` (which asserts on the result) and the browser test.
+    """
+    from ibnb.runner import jupyter_book_command
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: cannot tell which files a fresh clone would have")
+    dest = tmp_path_factory.mktemp("book") / "repo"
+    for rel in committable_files():
+        src = REPO / rel
+        if not src.exists():  # deleted in the working tree but still in the index
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target, follow_symlinks=False)
+    t0 = time.perf_counter()
+    proc = subprocess.run([*jupyter_book_command(), "build", str(dest), "-W", "-n", "--keep-going"],
+                          cwd=dest, capture_output=True, text=True)
+    return BuiltBook(root=dest, html=dest / "_build" / "html", returncode=proc.returncode,
+                     log=proc.stdout + proc.stderr, seconds=time.perf_counter() - t0)

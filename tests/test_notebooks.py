@@ -11,8 +11,6 @@ Run only the fast part with ``pytest -m "not slow"``.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +19,6 @@ import pytest
 import yaml
 
 from ibnb.data import data_cache_dir
-from ibnb.runner import jupyter_book_command
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -101,31 +98,11 @@ def test_notebook_smoke_run(path, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- slow: book build
-def _committable_files() -> list[str]:
-    """Paths git would commit: tracked plus untracked files that are not ignored."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=REPO, capture_output=True, check=True)
-    return [p for p in out.stdout.decode().split("\0") if p]
-
-
 @pytest.mark.slow
-def test_book_builds_without_warnings(tmp_path):
-    if not (REPO / ".git").exists():
-        pytest.skip("not a git checkout: cannot tell which files a fresh clone would have")
-    dest = tmp_path / "repo"
-    for rel in _committable_files():
-        src = REPO / rel
-        if not src.exists():  # deleted in the working tree but still in the index
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-    t0 = time.perf_counter()
-    proc = subprocess.run([*jupyter_book_command(), "build", str(dest), "-W", "-n", "--keep-going"],
-                          cwd=dest, capture_output=True, text=True)
-    print(f"jupyter-book build took {time.perf_counter() - t0:.1f} s")
-    log = proc.stdout + proc.stderr
-    warnings = [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln]
-    assert proc.returncode == 0, ("jupyter-book build failed:\n" + "\n".join(warnings[:40])
-                                  + "\n--- tail of the log ---\n" + log[-3000:])
-    assert (dest / "_build" / "html" / "index.html").exists()
+def test_book_builds_without_warnings(built_book):
+    """The build itself runs once per session in conftest's ``built_book`` (tests/test_browser.py reuses it)."""
+    print(f"jupyter-book build took {built_book.seconds:.1f} s")
+    warnings = [ln for ln in built_book.log.splitlines() if "WARNING" in ln or "ERROR" in ln]
+    assert built_book.returncode == 0, ("jupyter-book build failed:\n" + "\n".join(warnings[:40])
+                                        + "\n--- tail of the log ---\n" + built_book.log[-3000:])
+    assert (built_book.html / "index.html").exists()
