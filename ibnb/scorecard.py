@@ -86,6 +86,92 @@ def _spatial_attention(df: pd.DataFrame) -> list[dict]:
     return rows
 
 
+
+@extractor("04_test_time_augmentation")
+def _tta(df: pd.DataFrame) -> list[dict]:
+    ch = "04_test_time_augmentation"
+    clean = df[(df["experiment"] == "tta") & (df["domain"] == "clean")].copy()
+    if clean.empty:
+        return []
+    clean["pred"] = clean["method"] + "@" + clean["m"].astype(int).astype(str)
+    single = clean[clean["k"] == 1]
+    rows = []
+    for method in ("crop+flip", "GPS"):
+        m = int(single.loc[single["method"] == method, "m"].max()) if (single["method"] == method).any() else 0
+        if m <= 1:
+            continue
+        what = f"{method} TTA ({m} views) − central view (single model)"
+        rows += paired(single, "pred", f"{method}@{m}", "central@1", mechanism="TTA / ensembling", comparison=what,
+                       chapter=ch, note="paired by ensemble member")
+        rows += paired(single, "pred", f"{method}@{m}", "central@1", value="cnll", scale=1.0, unit="nats",
+                       mechanism="TTA / ensembling", comparison=what.replace(" (single", ", calibrated NLL (single"),
+                       chapter=ch, note="calibrated NLL: lower is better")
+    k = int(clean["k"].max())
+    if k > 1:  # the full ensemble against each of its members (central view)
+        cen = clean[clean["pred"] == "central@1"]
+        ens = cen[cen["k"] == k].groupby("n_train")[["test_acc", "cnll"]].mean()
+        for value, scale, unit, label in (("test_acc", 100.0, "points", ""), ("cnll", 1.0, "nats", ", calibrated NLL")):
+            for n, g in cen[cen["k"] == 1].groupby("n_train"):
+                d = scale * (ens.loc[n, value] - g[value])
+                rows.append(dict(mechanism="TTA / ensembling", comparison=f"ensemble of {k} − single model{label}",
+                                 chapter=ch, dataset=", ".join(sorted(g["dataset"].astype(str).unique())),
+                                 n_train=int(n), metric=value, mean=float(d.mean()), std=float(d.std()), n=len(d),
+                                 unit=unit, note="the ensemble against each of its members"))
+    return rows
+
+
+@extractor("05_sparse_vd")
+def _sparse_vd(df: pd.DataFrame) -> list[dict]:
+    ch, rows = "05_sparse_vd", []
+    table = df[(df["experiment"] == "table") & (df["labels"].astype(str) == "true")]
+    for net, g in table.groupby("network"):
+        rows += paired(g, "method", "sparse VD", "dense", mechanism="weight prior",
+                       comparison=f"sparse VD prior − dense ({net})", chapter=ch,
+                       note=f"compression {g.loc[g['method'] == 'sparse VD', 'compression'].mean():.0f}×")
+    return rows
+
+
+@extractor("06_deep_weight_prior")
+def _deep_weight_prior(df: pd.DataFrame) -> list[dict]:
+    ch = "06_deep_weight_prior"
+    small = df[df["experiment"] == "small_data"]
+    rows = []
+    for other in ("log-uniform", "N(0,1)", "learned Gaussian", "L2 (deterministic)"):
+        rows += paired(small, "model", "DWP", other, mechanism="weight prior", comparison=f"DWP − {other} prior",
+                       chapter=ch, note="variational BayesCNN; the DWP is learned on other datasets' kernels")
+    return rows
+
+
+@extractor("07_self_supervised")
+def _self_supervised(df: pd.DataFrame) -> list[dict]:
+    ch = "07_self_supervised"
+    semi = df[df["evaluation"].astype(str).str.startswith("semi_")]
+    names = {"vicreg": "VICReg", "barlow_twins": "Barlow Twins", "wmse": "W-MSE"}
+    rows = []
+    for backbone, g in semi.groupby("model"):
+        for method, name in names.items():
+            rows += paired(g, "method", method, "scratch", mechanism="SSL objective",
+                           comparison=f"{name} pretraining − from scratch ({backbone}, fine-tuned)", chapter=ch,
+                           note="training set = the labelled fraction; pretraining saw all images unlabelled")
+    return rows
+
+
+@extractor("08_vit_sam")
+def _vit_sam(df: pd.DataFrame) -> list[dict]:
+    ch = "08_vit_sam"
+    runs = df[(df["experiment"] == "sam") & (df["mix"].astype(str) == "none") & (~df["adaptive"].astype(bool))]
+    rows = []
+    for model, g in runs.groupby("model"):
+        sam = "sam ρ=0.05" if (g["method"] == "sam ρ=0.05").any() else None
+        if sam is None:
+            continue
+        rows += paired(g, "method", sam, "adamw", mechanism="SAM", comparison=f"SAM (ρ=0.05) − AdamW, equal steps ({model})",
+                       chapter=ch)
+        rows += paired(g, "method", sam, "adamw ×2 epochs", mechanism="SAM",
+                       comparison=f"SAM (ρ=0.05) − AdamW, equal gradients ({model})", chapter=ch,
+                       note="AdamW trained twice as many epochs")
+    return rows
+
 def effects(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """All effects of the chapters whose tables are given (``{stem: results table}``); chapters without an
     extractor are skipped. Adds ``size``: ``small`` / ``large`` for the smallest / largest training set of each
@@ -102,17 +188,24 @@ def effects(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out.sort_values(["mechanism", "chapter", "comparison", "n_train"]).reset_index(drop=True)
 
 
-def verdict(mean: float, std: float) -> str:
-    """``helps`` / ``hurts`` when the mean effect is more than one std from zero, else ``no clear effect``."""
+#: metrics where a lower value is better (their effects count as "helps" when negative)
+LOWER_IS_BETTER = {"cnll", "test_nll", "error_pct"}
+
+
+def verdict(mean: float, std: float, metric: str = "test_acc") -> str:
+    """``helps`` / ``hurts`` when the mean effect is more than one std from zero (in the metric's good
+    direction), else ``no clear effect``."""
     std = 0.0 if std != std else std
+    mean = -mean if metric in LOWER_IS_BETTER else mean
     return "helps" if mean > std else "hurts" if mean < -std else "no clear effect"
 
 
 def scorecard_table(eff: pd.DataFrame) -> pd.DataFrame:
     """One row per comparison: the effect at the smallest and the largest training set, formatted."""
     def fmt(r) -> str:
-        s = "" if r["std"] != r["std"] else f" ± {r['std']:.1f}"
-        return f"{r['mean']:+.1f}{s} (n={r['n']})"
+        d = 1 if r["unit"] == "points" else 3
+        s = "" if r["std"] != r["std"] else f" ± {r['std']:.{d}f}"
+        return f"{r['mean']:+.{d}f}{s} {'' if r['unit'] == 'points' else r['unit'] + ' '}(n={r['n']})"
 
     rows = []
     for (mech, ch, comp), g in eff.groupby(["mechanism", "chapter", "comparison"], sort=False, observed=True):
@@ -120,7 +213,7 @@ def scorecard_table(eff: pd.DataFrame) -> pd.DataFrame:
         rows.append({"mechanism": mech, "comparison": comp, "chapter": ch, "data": small["dataset"],
                      "small set": f"{small['n_train']:,}: {fmt(small)}",
                      "large set": "—" if len(g) == 1 else f"{large['n_train']:,}: {fmt(large)}",
-                     "at the largest set": verdict(large["mean"], large["std"]), "note": small["note"]})
+                     "at the largest set": verdict(large["mean"], large["std"], large["metric"]), "note": small["note"]})
     return pd.DataFrame(rows)
 
 
@@ -129,6 +222,7 @@ def forest_plot(eff: pd.DataFrame, title: str = ""):
     (circle) and largest (square) training set; grey band = no effect. Returns the figure."""
     import matplotlib.pyplot as plt
 
+    eff = eff[eff["unit"] == "points"]  # accuracy effects only; NLL effects are in the table
     keys = list(dict.fromkeys(zip(eff["mechanism"].astype(str), eff["comparison"], eff["chapter"])))
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(keys) + 1.4))
     ax.axvline(0, color="0.5", lw=1)
@@ -177,23 +271,30 @@ def bib_keys() -> set[str]:
     return set(re.findall(r"^@\w+\{([^,\s]+),", bib.read_text(), flags=re.M)) if bib.exists() else set()
 
 
-#: the comparison quoted for each mechanism in the book's abstract: (chapter, comparison)
+#: the comparison quoted for each mechanism in the book's abstract: (chapter, start of the comparison's name)
 HEADLINES = {
     "architecture": ("01_architectures", "CNN − MLP"),
     "attention": ("03_spatial_attention", "spatial attention − same depth without"),
     "augmentation": ("01_architectures", "crop+flip − none (CNN)"),
+    "weight prior": ("06_deep_weight_prior", "DWP − log-uniform prior"),
+    "TTA / ensembling": ("04_test_time_augmentation", "crop+flip TTA"),
+    "SSL objective": ("07_self_supervised", "VICReg pretraining − from scratch"),
+    "SAM": ("08_vit_sam", "SAM (ρ=0.05) − AdamW, equal steps (vit)"),
 }
 
 
 def headline(eff: pd.DataFrame, mechanism: str) -> str | None:
     """``"CNN − MLP: +2.9 ± 0.6 points with 200 training images, +1.4 ± 0.4 with 3,200 (cifar10, 2 seeds)"``
-    for the mechanism's headline comparison; ``None`` when it was not measured."""
+    for the mechanism's headline comparison (the first accuracy comparison whose name starts as in
+    :data:`HEADLINES`); ``None`` when it was not measured."""
     if mechanism not in HEADLINES:
         return None
-    chapter, comparison = HEADLINES[mechanism]
-    g = eff[(eff["chapter"] == chapter) & (eff["comparison"] == comparison)].sort_values("n_train")
-    if g.empty:
+    chapter, start = HEADLINES[mechanism]
+    cand = eff[(eff["chapter"] == chapter) & eff["comparison"].str.startswith(start) & (eff["unit"] == "points")]
+    if cand.empty:
         return None
+    comparison = cand["comparison"].iloc[0]
+    g = cand[cand["comparison"] == comparison].sort_values("n_train")
 
     def one(r) -> str:
         s = "" if r["std"] != r["std"] else f" ± {r['std']:.1f}"

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from ibnb import reproduce, results, scorecard
+from ibnb.utils import repo_root
 
 
 def _arch_table(gap_small: float, gap_large: float) -> pd.DataFrame:
@@ -70,3 +71,20 @@ def test_parameter_table_lists_every_knob_of_a_notebook():
     assert len(t) == len(A.PRESETS["cpu"]) and list(t.columns) == ["parameter", "smoke", "cpu", "gpu"]
     row = t[t["parameter"] == "`epochs`"].iloc[0]
     assert row["cpu"] == f"`{A.PRESETS['cpu']['epochs']!r}`"
+
+
+def test_lower_is_better_metrics_flip_the_verdict():
+    assert scorecard.verdict(-0.05, 0.01, "cnll") == "helps"
+    assert scorecard.verdict(0.05, 0.01, "cnll") == "hurts"
+
+
+@pytest.mark.parametrize("stem", sorted(scorecard.EXTRACTORS))
+def test_every_extractor_reads_its_chapters_committed_table(stem):
+    """The committed ``cpu`` table of each chapter gives at least one effect, in known units, with seeds."""
+    tables = results.read_all("cpu", root=repo_root() / "book" / "results")  # not the tmp IBNB_RESULTS
+    if stem not in tables:
+        pytest.fail(f"no committed book/results/{stem}/cpu.csv: run `python -m ibnb run {stem} --profile cpu`")
+    eff = scorecard.effects({stem: tables[stem]})
+    assert len(eff), f"the {stem} extractor found no comparison in its table (columns: {list(tables[stem].columns)})"
+    assert set(eff["unit"]) <= {"points", "nats"} and (eff["n"] >= 1).all()
+    assert set(eff["mechanism"].astype(str)) <= set(scorecard.MECHANISMS)
