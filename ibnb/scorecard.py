@@ -137,7 +137,8 @@ def _deep_weight_prior(df: pd.DataFrame) -> list[dict]:
     small = df[df["experiment"] == "small_data"]
     rows = []
     for other in ("log-uniform", "N(0,1)", "learned Gaussian", "L2 (deterministic)"):
-        rows += paired(small, "model", "DWP", other, mechanism="weight prior", comparison=f"DWP − {other} prior",
+        what = "a deterministic net with L2" if other.startswith("L2") else f"{other} prior"
+        rows += paired(small, "model", "DWP", other, mechanism="weight prior", comparison=f"DWP − {what}",
                        chapter=ch, note="variational BayesCNN; the DWP is learned on other datasets' kernels")
     return rows
 
@@ -276,7 +277,7 @@ HEADLINES = {
     "architecture": ("01_architectures", "CNN − MLP"),
     "attention": ("03_spatial_attention", "spatial attention − same depth without"),
     "augmentation": ("01_architectures", "crop+flip − none (CNN)"),
-    "weight prior": ("06_deep_weight_prior", "DWP − log-uniform prior"),
+    "weight prior": ("06_deep_weight_prior", "DWP − N(0,1) prior"),  # the standard baseline, not the weakest
     "TTA / ensembling": ("04_test_time_augmentation", "crop+flip TTA"),
     "SSL objective": ("07_self_supervised", "VICReg pretraining − from scratch"),
     "SAM": ("08_vit_sam", "SAM (ρ=0.05) − AdamW, equal steps (vit)"),

@@ -44,7 +44,7 @@ def curves(grid: pd.DataFrame, *, x: str, panels: list[tuple[str, pd.Series]], m
     fig, axes = plt.subplots(len(metrics), len(panels), figsize=(4.6 * len(panels), 3.3 * len(metrics)),
                              squeeze=False, sharex="col")
     for j, (ptitle, mask) in enumerate(panels):
-        sub = grid[mask]
+        sub = grid[mask.reindex(grid.index)]  # masks may be built on a superset of grid
         for i, metric in enumerate(metrics):
             ax = axes[i][j]
             for method in methods:
