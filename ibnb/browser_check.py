@@ -14,7 +14,8 @@ port), opens every ``*.html`` page except the theme's ``_static`` snippets, and 
   and its ``#anchor``, if any, is an element id (or ``<a name>``) of the target page.
 
 Requests to other hosts are aborted (the check runs offline and does not wait for CDNs), so
-external links and CDN scripts such as MathJax are not checked.  Chromium is found through
+external links and CDN scripts are not checked (this book serves MathJax itself, so its math is
+checked with ``require_math=True``).  Chromium is found through
 ``IBNB_CHROMIUM`` or on ``PATH`` (Debian's ``chromium``); Playwright never downloads a browser.
 
 Command line: ``python -m ibnb.browser_check _build/html [--screenshots DIR]``.
@@ -81,8 +82,8 @@ class SiteReport:
                 f"checked in {self.seconds:.1f} s: {len(self.problems)} problem(s)")
         lines = [head, *("  " + str(p) for p in self.problems)]
         if self.unrendered_math:
-            lines.append(f"  note: math not typeset on {len(self.unrendered_math)} page(s) (MathJax not loaded; the "
-                         f"book loads it from a CDN, which this offline check blocks): {', '.join(self.unrendered_math)}")
+            lines.append(f"  note: math not typeset on {len(self.unrendered_math)} page(s) (MathJax not loaded, "
+                         f"e.g. taken from a CDN, which this offline check blocks): {', '.join(self.unrendered_math)}")
         return "\n".join(lines)
 
 
@@ -188,7 +189,8 @@ def check_site(root: Path | str, screenshots: Path | str | None = None, screensh
     ``screenshots``: folder for PNG screenshots of ``screenshot_pages`` (default: the landing page
     ``index.html`` and the first page under ``book/experiments/``).
     ``require_math``: report TeX that MathJax did not typeset as a problem (kind ``math``); by default
-    it is only listed in ``SiteReport.unrendered_math``, since MathJax comes from a CDN unless vendored.
+    it is only listed in ``SiteReport.unrendered_math``. This book bundles MathJax (sphinx-mathjax-offline), and
+    its test sets ``require_math=True``.
     """
     root = Path(root).resolve()
     if not (root / "index.html").is_file():
@@ -200,8 +202,10 @@ def check_site(root: Path | str, screenshots: Path | str | None = None, screensh
                              f" installs it. Chromium itself: {INSTALL_HINT}") from None
     chromium = find_chromium()
     pages = html_pages(root)
-    if screenshot_pages is None:
-        chapters = [p for p in pages if p.startswith("book/experiments/")]
+    if screenshot_pages is None:  # the landing page and the first chapter that is not the landing page itself
+        landing = re.search(r'http-equiv="refresh"[^>]*url=([^"\'>]+)', (root / "index.html").read_text(errors="replace"), re.I)
+        landing_page = landing.group(1).lstrip("./") if landing else "index.html"
+        chapters = [p for p in pages if p.startswith("book/experiments/") and p != landing_page]
         screenshot_pages = ["index.html", *chapters[:1]]
     report = SiteReport(pages=pages)
     ids: dict[str, set[str]] = {}
@@ -292,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ibnb.browser_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("html", nargs="?", default="_build/html", help="built site (default: _build/html)")
     ap.add_argument("--screenshots", default=None, help="folder for screenshots (default: <html>/../screenshots)")
+    ap.add_argument("--require-math", action="store_true", help="report math that MathJax did not typeset")
     args = ap.parse_args(argv)
     html = Path(args.html)
     shots = Path(args.screenshots) if args.screenshots else html.resolve().parent / "screenshots"
-    report = check_site(html, screenshots=shots)
+    report = check_site(html, screenshots=shots, require_math=args.require_math)
     print(report.summary())
     for s in report.screenshots:
         print(f"screenshot: {s}")

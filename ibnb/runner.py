@@ -244,6 +244,19 @@ def _cell_summary(source: str) -> str:
     return line if len(line) <= 70 else line[:67] + "..."
 
 
+HIDE_TAGS = {"remove-cell", "remove-input", "hide-cell", "hide-input"}
+
+
+def hide_injected_like_parameters(nb: nbformat.NotebookNode) -> None:
+    """Give papermill's ``injected-parameters`` cell the hiding tags of the ``parameters`` cell (a page that
+    hides its parameters, like the title page, must not show the injected copy either)."""
+    tags_of = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    hide = next((t & HIDE_TAGS for t in tags_of if "parameters" in t), set())
+    for cell, tags in zip(nb.cells, tags_of):
+        if "injected-parameters" in tags and hide - tags:
+            cell.metadata["tags"] = sorted(tags | hide)
+
+
 def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path,
                      force: bool = False, code: str | None = None, progress: bool = True,
                      kernel: str = KERNEL, echo: bool = False, paths: Paths | None = None) -> Outcome:
@@ -305,6 +318,7 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
     key = run_hash(src_hash, params, code, inputs)
 
     nb = nbformat.read(tmp_out, as_version=4)
+    hide_injected_like_parameters(nb)
     nb.metadata["ibnb"] = {
         "hash": key, "source_hash": src_hash, "code_hash": code, "code_files": code_files, "params": params,
         "inputs_hash": inputs,

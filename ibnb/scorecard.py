@@ -202,7 +202,8 @@ def verdict(mean: float, std: float, metric: str = "test_acc") -> str:
 
 
 def scorecard_table(eff: pd.DataFrame) -> pd.DataFrame:
-    """One row per comparison: the effect at the smallest and the largest training set, formatted."""
+    """One row per comparison: the effect at the smallest and the largest training set, formatted. The
+    chapter is the bracketed number after the comparison; ``note`` says what a comparison's unit or pairing is."""
     def fmt(r) -> str:
         d = 1 if r["unit"] == "points" else 3
         s = "" if r["std"] != r["std"] else f" ± {r['std']:.{d}f}"
@@ -211,10 +212,11 @@ def scorecard_table(eff: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (mech, ch, comp), g in eff.groupby(["mechanism", "chapter", "comparison"], sort=False, observed=True):
         small, large = g.iloc[0], g.iloc[-1]
-        rows.append({"mechanism": mech, "comparison": comp, "chapter": ch, "data": small["dataset"],
+        rows.append({"mechanism": mech, "comparison": f"{comp} [{ch[:2]}]", "data": small["dataset"],
                      "small set": f"{small['n_train']:,}: {fmt(small)}",
                      "large set": "—" if len(g) == 1 else f"{large['n_train']:,}: {fmt(large)}",
-                     "at the largest set": verdict(large["mean"], large["std"], large["metric"]), "note": small["note"]})
+                     "at the largest set": verdict(large["mean"], large["std"], large["metric"]),
+                     "note": small["note"]})
     return pd.DataFrame(rows)
 
 
@@ -225,7 +227,7 @@ def forest_plot(eff: pd.DataFrame, title: str = ""):
 
     eff = eff[eff["unit"] == "points"]  # accuracy effects only; NLL effects are in the table
     keys = list(dict.fromkeys(zip(eff["mechanism"].astype(str), eff["comparison"], eff["chapter"])))
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(keys) + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.36 * len(keys) + 1.4))
     ax.axvline(0, color="0.5", lw=1)
     styles = {"small": ("o", "tab:blue", "smallest training set"), "only": ("D", "tab:green", "single size"),
               "large": ("s", "tab:red", "largest training set")}
@@ -242,7 +244,7 @@ def forest_plot(eff: pd.DataFrame, title: str = ""):
                         capsize=3, label=None if size in seen else label)
             seen.add(size)
     ax.set_yticks(range(len(keys)))
-    ax.set_yticklabels([f"{m}: {c}  [{ch[:2]}]" for m, c, ch in keys], fontsize=8)
+    ax.set_yticklabels([f"{m}: {c}  [{ch[:2]}]" for m, c, ch in keys], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel("effect on test accuracy (percentage points, with − without; mean ± std over seeds)")
     ax.legend(loc="lower right", fontsize=8)

@@ -1,7 +1,7 @@
 """The built book opened page by page in headless Chromium (``ibnb.browser_check``).
 
 * ``test_checker_catches_broken_page``: a hand-made site whose page has a broken image, a myst-nb
-  error output, a raw ``{glue}`` marker, a dead link and a missing anchor; each must be reported,
+  error output, a raw ``{glue}`` marker, a dead link, a missing anchor and untypeset math; each must be reported,
   and the clean page next to it must not be.
 * ``test_book_in_browser`` (slow): the book built once per session by conftest's ``built_book``
   (the same build that ``test_book_builds_without_warnings`` checks) is served on localhost and every
@@ -57,6 +57,7 @@ Cell In[3], line 1
 ----&gt; 1 raise ValueError("boom")
 ValueError: boom</pre></div></div></div></div>
 <p>Test accuracy was {glue:}`test_acc` on the full set.</p>
+<p>Untypeset math: <span class="math notranslate nohighlight">\\(x^2\\)</span></p>
 <p><a href="does_not_exist.html">dead link</a> and <a href="index.html#no-such-anchor">missing anchor</a></p>"""
 
 
@@ -74,7 +75,8 @@ def make_site(root: Path) -> Path:
 def test_checker_catches_broken_page(tmp_path):
     require_browser()
     html = make_site(tmp_path)
-    report = browser_check.check_site(html, screenshots=tmp_path / "shots", screenshot_pages=["bad.html"])
+    report = browser_check.check_site(html, screenshots=tmp_path / "shots", screenshot_pages=["bad.html"],
+                                      require_math=True)
     print(report.summary())
     assert report.pages == ["bad.html", "index.html"]
     assert not [p for p in report.problems if p.page == "index.html"], report.summary()
@@ -87,6 +89,7 @@ def test_checker_catches_broken_page(tmp_path):
         "raw glue marker": any(p.kind == "glue" and "{glue:}" in p.detail for p in report.problems),
         "dead link": any(p.kind == "link" and "does_not_exist.html" in p.detail for p in report.problems),
         "missing anchor": any(p.kind == "link" and "no-such-anchor" in p.detail for p in report.problems),
+        "untypeset math": any(p.kind == "math" and p.page == "bad.html" for p in report.problems),
     }
     missed = [name for name, ok in expected.items() if not ok]
     assert not missed, f"the checker missed: {missed}\n{report.summary()}"
@@ -100,7 +103,7 @@ def test_book_in_browser(built_book):
         pytest.fail("the book did not build (no _build/html/index.html); see test_book_builds_without_warnings:\n"
                     + built_book.log[-2000:])
     shots = Path(os.environ.get("IBNB_SCREENSHOTS", REPO / "_build" / "screenshots"))
-    report = browser_check.check_site(built_book.html, screenshots=shots)
+    report = browser_check.check_site(built_book.html, screenshots=shots, require_math=True)  # MathJax is bundled
     print(report.summary())
     assert not report.problems, report.summary()
     assert any(p.startswith("book/experiments/") for p in report.pages), report.pages

@@ -376,3 +376,18 @@ def test_synthesis_pages_run_after_the_chapters(layout, fake_papermill):
     make_notebook(layout.notebooks / "05_chapter.ipynb")
     order = [o.stem for o in runner.run_notebooks(paths=_with_results(layout), progress=False, echo=False)]
     assert order == ["05_chapter", "tiny", "00_summary"]
+
+
+def test_injected_parameters_are_hidden_like_the_parameters_cell():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'cpu'", metadata={"tags": ["parameters", "remove-cell"]}),
+                nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("x = 1")]
+    runner.hide_injected_like_parameters(nb)
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert "tags" not in nb.cells[2].metadata
+    shown = nbformat.v4.new_notebook()
+    shown.cells = [nbformat.v4.new_code_cell("a = 1", metadata={"tags": ["parameters"]}),
+                   nbformat.v4.new_code_cell("a = 2", metadata={"tags": ["injected-parameters"]})]
+    runner.hide_injected_like_parameters(shown)
+    assert shown.cells[1].metadata["tags"] == ["injected-parameters"]
