@@ -163,3 +163,36 @@ def test_gaussian_prior_kl_is_exact_and_priors_give_finite_kl():
     net = dwp.BayesCNN([dwp.DWPPrior(dwp.KernelVAE(7)), dwp.LogUniformPrior()], width1=2, width2=3)
     net(torch.randn(2, 1, 28, 28))
     assert torch.isfinite(net.kl())
+
+
+def test_dwp_comparison_verdict_counts_losses_before_wins():
+    from ibnb.experiments.deep_weight_prior import comparison_verdict
+
+    assert comparison_verdict(5, 5, 0) == "reproduced at every size"
+    assert comparison_verdict(2, 5, 0).startswith("partly reproduced")
+    assert comparison_verdict(4, 5, 1).startswith("contradicted")
+    assert comparison_verdict(0, 5, 0) == "not reproduced at this profile"
+
+
+def test_sparse_vd_claims_audit_follows_the_table():
+    import pandas as pd
+
+    from ibnb.experiments import sparse_vd as S
+
+    rows = []
+    for seed in range(2):
+        for method, err, comp in (("dense", 1.6, 1.0), ("sparse VD", 1.7, 70.0)):
+            rows.append(dict(experiment="table", network="lenet300_100", method=method, seed=seed, labels="true",
+                             error_pct=err + 0.01 * seed, compression=comp, kept=1, weights=100,
+                             masked_dense_error_pct=err + 0.01 * seed if method == "sparse VD" else None))
+    rows.append(dict(experiment="random_labels", network="lenet300_100", method="sparse VD", seed=0,
+                     labels="shuffled", error_pct=90.0, compression=1e4, kept=0, weights=100,
+                     masked_dense_error_pct=90.0))
+    audit = S.claims_audit(pd.DataFrame(rows), ["lenet300_100"])["verdict"]
+    assert audit["lenet300_100"] == "reproduced at this profile"
+    assert audit["accuracy"].startswith("consistent") and audit["mask"] == "confirmed"
+    assert audit["random_labels"].startswith("reproduced")
+    worse = pd.DataFrame(rows).assign(error_pct=lambda d: d["error_pct"] + 3 * (d["method"] == "sparse VD"))
+    audit = S.claims_audit(worse, ["lenet300_100"])["verdict"]
+    assert audit["lenet300_100"].startswith("not reached") and audit["accuracy"].startswith("contradicted")
+    assert audit["mask"] == "not confirmed"  # the masked error column no longer matches

@@ -1,4 +1,4 @@
-"""Chapter 01 — architecture as inductive bias: presets and the sweep.
+"""Chapter 01 — architecture as inductive bias: presets, the sweep and its claims audit.
 
 Six architectures are trained from scratch on class-balanced CIFAR-10 subsets of several sizes, with and
 without crop+flip augmentation, over several seeds. Every run takes ``epochs`` passes over its training set,
@@ -7,11 +7,13 @@ every model on images whose pixel positions are shuffled by one fixed permutatio
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import DATASETS, class_balanced_subset, load_dataset, permute_pixels, split_off
 from ..models import count_parameters, list_models
+from .. import results
 from ..profiles import register_presets, require
 from ..runs import train_or_load
 from ..train import device_name, evaluate
@@ -111,3 +113,60 @@ def run_sweep(p: dict, progress: bool = True) -> tuple[pd.DataFrame, dict]:
                          augment=run["augment"], permuted=run["permuted"], steps=epochs * steps_per_epoch(len(train), p),
                          batch_size=p["batch_size"], test_top5=ev["top5"], n_test=ev["n"], cached=cached))
     return pd.DataFrame(rows), histories
+
+
+# --- claims audit ---------------------------------------------------------------------------------------------
+def signed_verdict(mean: float, std: float, sign: int) -> str:
+    """``sign`` +1 / −1: the claimed direction of the difference (*supported* / *contradicted* beyond one std,
+    else *inconclusive*); ``sign`` 0: a "no effect" claim (*consistent* within one std of zero)."""
+    if sign == 0:
+        return "consistent (within one std of zero)" if abs(mean) <= std else "contradicted"
+    m = sign * mean
+    return "supported" if m > std else "contradicted" if m < -std else "inconclusive (within one std)"
+
+
+def _paired_points(d: pd.DataFrame, key: str, a, b, n_per_class: int) -> tuple[float, float, int]:
+    """``key=a`` minus ``key=b`` at ``n_per_class``, paired by seed, in points: (mean, std, seeds)."""
+    r = results.paired_difference(d[d["n_per_class"] == n_per_class], key, a, b, by="n_per_class").iloc[0]
+    return 100 * r["mean"], 100 * np.nan_to_num(r["std"]), int(r["n"])
+
+
+def claims_audit(df: pd.DataFrame, p: dict, num_classes: int) -> pd.DataFrame:
+    """The literature's claims that the sweep can test: claim, source (citation key), measurement, verdict."""
+    main, K = df[~df["permuted"].astype(bool)], num_classes
+    plain = main[main["augment"] == "none"]
+    small, large = min(p["n_per_class"]), max(p["n_per_class"])
+    rows = []
+
+    def add(claim, source, mean, std, n, what, sign):
+        rows.append((claim, source, f"{what}: {mean:+.1f} ± {std:.1f} points ({n} seeds)",
+                     signed_verdict(mean, std, sign)))
+
+    add("a CNN beats an MLP when data is scarce", "bachmann2023scaling",
+        *_paired_points(plain, "model", "cnn", "mlp", small), f"CNN − MLP at {K * small} images", +1)
+    wide = plain[plain["model"].isin(["cnn", "mlp"])].pivot_table(index=["n_per_class", "seed"], columns="model",
+                                                                  values="test_acc")
+    gap = 100 * (wide["cnn"] - wide["mlp"])
+    shrink = (gap.xs(large) - gap.xs(small)).dropna()
+    add("the CNN's lead over the MLP shrinks as the training set grows", "bachmann2023scaling",
+        shrink.mean(), np.nan_to_num(shrink.std()), len(shrink),
+        f"(CNN − MLP) at {K * large} minus at {K * small} images", -1)
+    if "mixer" in p["models"]:
+        add("MLP-Mixer trails a CNN on small data", "tolstikhin2021mlp",
+            *_paired_points(plain, "model", "mixer", "cnn", small), f"Mixer − CNN at {K * small} images", -1)
+    aug = "crop+flip" if "crop+flip" in p["augment_options"] else p["augment_options"][-1]
+    if aug != "none":
+        cnn = main[main["model"] == "cnn"]
+        for size in (small, large):
+            add(f"crop+flip augmentation improves a CNN trained on {K * size} images", "shorten2019survey",
+                *_paired_points(cnn, "augment", aug, "none", size), f"{aug} − none, {p['epochs']} epochs", +1)
+    n_perm = p["permute_n_per_class"]
+    if n_perm:
+        ctrl = df[(df["n_per_class"] == n_perm) & (df["augment"] == "none")].assign(
+            pixels=lambda d: np.where(d["permuted"].astype(bool), "permuted", "original"))
+        for model, sign, claim in (("cnn", +1, "shuffling pixel positions hurts a CNN"),
+                                   ("mlp", 0, "shuffling pixel positions does not change an MLP")):
+            add(claim, "zhang2017understanding",
+                *_paired_points(ctrl[ctrl["model"] == model], "pixels", "original", "permuted", n_perm),
+                f"original − permuted at {K * n_perm} images", sign)
+    return pd.DataFrame(rows, columns=["claim", "source", "measurement", "verdict"])

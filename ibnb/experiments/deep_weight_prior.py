@@ -203,3 +203,16 @@ def run_init(p: dict, nets: list, vaes: dict, progress: bool = True) -> tuple[pd
                              test_nll=ev["nll"], wall_s=hist.wall_s, images_per_s=hist.images_per_s,
                              device=device_name(device), method=init, n_test=ev["n"], source=p["source"]))
     return pd.DataFrame(rows), hists
+
+
+def comparison_verdict(n_wins: int, n_total: int, n_losses: int) -> str:
+    """Verdict on "DWP beats X": contradicted when DWP is behind by more than one std in any comparison,
+    else reproduced / partly reproduced / not reproduced by the number of comparisons it wins."""
+    if n_losses:
+        return (f"contradicted at this profile (DWP behind by more than one std in {n_losses} and ahead in "
+                f"{n_wins} of {n_total} comparisons)")
+    if n_wins == n_total:
+        return "reproduced at every size"
+    if n_wins > 0:
+        return f"partly reproduced ({n_wins} of {n_total} comparisons)"
+    return "not reproduced at this profile"
