@@ -68,8 +68,8 @@ def versus(mean: float, std: float, other: str, *, scale: float = 100.0, unit: s
 
 # --- claims audits: ``book/results/<stem>/<profile>-claims.csv``, read by the book's claims index ----------------
 CLAIM_COLUMNS = ["claim", "source", "measurement", "verdict"]
-#: every chapter's verdict wording maps to one of these (first matching prefix wins; order matters)
-#: verdict wording (prefix, case-insensitive) -> class; checked in order, so the negated forms come first
+#: every chapter's verdict wording (prefix, case-insensitive) -> class; the first matching prefix wins, so the
+#: negated forms come first
 VERDICT_CLASSES = (("not testable", "not tested"), ("not run", "not tested"), ("not tested", "not tested"),
                    ("not measured", "not tested"), ("not comparable", "not tested"),
                    ("not reproduced", "contradicted"), ("not confirmed", "contradicted"),

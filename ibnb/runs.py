@@ -97,24 +97,35 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
     key = run_key(model_name, model_kw, train, cfg, train_step)
     folder = runs_dir() / f"{model_name}-{key}"
-    final = folder / "final.pt"
     device = torch.device(device) if device is not None else default_device()
     seed_everything(cfg.seed)
     model = create_model(model_name, **model_kw)
+    meta = {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
+            "n_train": len(train), "code": training_code_hash(model_name, train_step)}
+    return load_or_fit(model, folder, train, val, device=device, progress=progress, desc=model_name, meta=meta,
+                       **train_kw)
+
+
+def load_or_fit(model: nn.Module, folder: Path, train: ImageData, val: ImageData | None = None, *, device,
+                progress: bool = True, desc: str = "", meta: dict | None = None,
+                **fit_kw) -> tuple[nn.Module, History, bool]:
+    """The mechanics every cached run shares, whoever computed its key (``folder``): load ``folder/final.pt``
+    into ``model`` (an unreadable file is retrained, not trusted), or ``fit`` with a per-epoch checkpoint in
+    ``folder`` (resumed after an interruption), then save ``final.pt`` atomically and drop the checkpoint.
+    ``meta`` is written to ``folder/config.json`` for humans. Returns ``(model, history, cached)``."""
+    final = folder / "final.pt"
     if final.exists():
         try:
             state = torch.load(final, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
-            model.to(device)
-            return model, History(pd.DataFrame(state["rows"]), state["config"]), True
+            return model.to(device), History(pd.DataFrame(state["rows"]), state["config"]), True
         except Exception as e:  # a corrupt cache entry is retrained, not trusted
             print(f"warning: ignoring unreadable cached run {final} ({e}); retraining")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "config.json", json.dumps(
-        {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
-         "n_train": len(train), "code": training_code_hash(model_name, train_step)}, indent=2, default=str))
-    history = fit(model, train, val, device=device, progress=progress, desc=model_name,
-                  checkpoint=folder / "checkpoint.pt", **train_kw)
+    if meta is not None:
+        atomic_write(folder / "config.json", json.dumps(meta, indent=2, default=str))
+    history = fit(model, train, val, device=device, progress=progress, desc=desc,
+                  checkpoint=folder / "checkpoint.pt", **fit_kw)
     atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
                        "rows": history.frame.to_dict("records"), "config": history.config,
                        "device": device_name(device)}, final)

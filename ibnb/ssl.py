@@ -22,7 +22,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,10 +29,10 @@ import torch.nn.functional as F
 from .augment import DeviceLoader
 from .data import ImageData
 from .models import create_model
-from .runs import fingerprint, runs_dir, training_code_hash
+from .runs import fingerprint, load_or_fit, runs_dir, training_code_hash
 from .ssl_losses import covariance, ssl_loss
 from .train import History, StepOutput, default_device, fit
-from .utils import atomic_torch_save, seed_everything, stable_hash
+from .utils import seed_everything, stable_hash
 
 # ----------------------------------------------------------------------------- augmentation
 RECIPES = {
@@ -244,21 +243,10 @@ def pretrain_or_load(method: str, train: ImageData, *, backbone: str = "n1", bac
     folder = runs_dir() / f"ssl-{method}-{backbone}-{key}"
     seed_everything(seed)
     model = SSLNet(backbone, backbone_kw, projector_dims, train.num_classes, train.shape[0])
-    final = folder / "final.pt"
-    if final.exists():
-        try:
-            state = torch.load(final, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"])
-            return model.to(device), History(pd.DataFrame(state["rows"]), state["config"]), True
-        except Exception as e:  # a corrupt cache entry is retrained, not trusted
-            print(f"warning: ignoring unreadable cached run {final} ({e}); retraining")
-    folder.mkdir(parents=True, exist_ok=True)
-    hist = fit(model, train, None, device=device, progress=progress, desc=f"{method}/{backbone}",
-               checkpoint=folder / "checkpoint.pt", train_step=step, step=name, **fit_kw)
-    atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                       "rows": hist.frame.to_dict("records"), "config": hist.config}, final)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return model, hist, False
+    meta = {"step": name, "backbone": backbone, "backbone_kw": backbone_kw or {}, "fit": fit_kw,
+            "n_train": len(train), "data": dict(train.meta)}
+    return load_or_fit(model, folder, train, None, device=device, progress=progress, desc=f"{method}/{backbone}",
+                       meta=meta, train_step=step, step=name, **fit_kw)
 
 
 # ----------------------------------------------------------------------------- evaluation
