@@ -1,7 +1,9 @@
-"""ibnb — Inductive Bias in Neural Networks: data, models, training, evaluation, plots and results."""
-from . import data, models, profiles, results, train, utils  # noqa: F401
-from .data import load_dataset, list_datasets  # noqa: F401
-from .models import create_model, list_models  # noqa: F401
-from .train import evaluate, fit  # noqa: F401
+"""ibnb — Inductive Bias in Neural Networks, in three layers.
 
-__version__ = "0.1.0"
+* :mod:`ibnb.core` — data, image ops, the device loader, models, the training loop, the run cache, metrics, plots;
+* :mod:`ibnb.chapters` — one package per chapter (presets, method, sweep, claims audit, figures);
+* :mod:`ibnb.book` — profiles, claims and verdicts, results tables, provenance, the runner, the synthesis pages.
+
+``core`` imports neither ``chapters`` nor ``book``; a chapter imports ``core`` and ``book``, never another chapter.
+"""
+__version__ = "0.2.0"

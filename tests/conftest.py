@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibnb.data import ImageData
+from ibnb.core.data import ImageData
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -112,7 +112,7 @@ def built_book(tmp_path_factory) -> BuiltBook:
     Built once per session into a temporary folder (never the repo's ``_build``) and shared by
     ``test_book_builds_without_warnings`` (which asserts on the result) and the browser test.
     """
-    from ibnb.runner import jupyter_book_command
+    from ibnb.book.runner import jupyter_book_command
 
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout: cannot tell which files a fresh clone would have")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ibnb.experiments import architectures as A
+from ibnb.chapters.architectures import sweep as A
 
 
 def _sweep(cnn_lead_small: float, cnn_lead_large: float, aug_gain: float, perm_drop_cnn: float) -> pd.DataFrame:

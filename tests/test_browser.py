@@ -1,4 +1,4 @@
-"""The built book opened page by page in headless Chromium (``ibnb.browser_check``).
+"""The built book opened page by page in headless Chromium (``ibnb.book.browser_check``).
 
 * ``test_checker_catches_broken_page``: a hand-made site whose page has a broken image, a myst-nb
   error output, a raw ``{glue}`` marker, a dead link, a missing anchor and untypeset math; each must be reported,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnb import browser_check
+from ibnb.book import browser_check
 
 REPO = Path(__file__).resolve().parents[1]
 # A 1x1 PNG, so that a working image sits next to the broken one.

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ibnb import data as D
-from ibnb.augment import DeviceLoader, parse_augment
+from ibnb.core import data as D
+from ibnb.core.augment import DeviceLoader, parse_augment
 from conftest import SHARED_DATA, toy_data
 
 

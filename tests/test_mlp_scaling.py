@@ -9,10 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ibnb import flops, probes, profiles, scaling
-from ibnb.experiments import mlp_scaling as A
-from ibnb.models import count_parameters, create_model
-from ibnb.models.locally_connected import LocallyConnected2d
+from ibnb.core import flops
+from ibnb.chapters.mlp_scaling import probes
+from ibnb.book import profiles
+from ibnb.chapters.mlp_scaling import scaling
+from ibnb.chapters.mlp_scaling import sweep as A
+from ibnb.core.models import count_parameters, create_model
+from ibnb.core.models.locally_connected import LocallyConnected2d
 
 from conftest import toy_data
 
@@ -193,7 +196,7 @@ def test_presets_resolve_and_validate():
 
 def test_shared_models_match_the_architecture_chapter():
     # same model sizes as chapter 01 -> identical runs are loaded from the run cache, not retrained
-    from ibnb.experiments import architectures
+    from ibnb.chapters.architectures import sweep
 
     for prof in profiles.PROFILES:
         for m in ("mlp", "cnn", "vit", "resnet18"):

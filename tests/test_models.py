@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ibnb.models import count_parameters, create_model, list_models
+from ibnb.core.models import count_parameters, create_model, list_models
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 import yaml
 
-from ibnb.data import data_cache_dir
+from ibnb.core.data import data_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""Fast tests of the execution pipeline (ibnb.provenance, ibnb.runner); no training.
+"""Fast tests of the execution pipeline (ibnb.book.provenance, ibnb.book.runner); no training.
 
 The runner is pointed at throw-away notebooks in ``tmp_path``. Most tests replace
 ``papermill.execute_notebook`` by a fake that copies the notebook (instant); two tests
@@ -18,8 +18,9 @@ import pandas as pd
 import papermill
 import pytest
 
-from ibnb import provenance, runner
-from ibnb.runner import Paths, RunnerError
+from ibnb.book import provenance
+from ibnb.book import runner
+from ibnb.book.runner import Paths, RunnerError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 import ibnb.experiments
-from ibnb import profiles, results
-from ibnb.profiles import ParameterError
+from ibnb.book import profiles
+from ibnb.book import results
+from ibnb.book.profiles import ParameterError
 
 for _m in pkgutil.iter_modules(ibnb.experiments.__path__):  # every chapter registers its presets on import
     importlib.import_module(f"ibnb.experiments.{_m.name}")
@@ -84,7 +85,7 @@ def test_results_round_trip_and_validation(tmp_path):
 def test_claims_are_written_with_normalised_verdicts(tmp_path, monkeypatch):
     import pandas as pd
 
-    from ibnb import results
+    from ibnb.book import results
 
     monkeypatch.setenv("IBNB_RESULTS", str(tmp_path))
     audit = pd.DataFrame({"claim (paper)": ["a", "b", "c", "d"], "this run": ["1", "2", "3", "—"],

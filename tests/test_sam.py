@@ -3,11 +3,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ibnb import mixing, sharpness
-from ibnb.models import create_model
-from ibnb.sam import SAM, frozen_bn_stats, sam_step
-from ibnb.train import fit
-from ibnb.vit_rollout import rollout, vit_rollout_maps
+from ibnb.chapters.vit_sam import mixing
+from ibnb.chapters.vit_sam import sharpness
+from ibnb.core.models import create_model
+from ibnb.chapters.vit_sam.sam import SAM, frozen_bn_stats, sam_step
+from ibnb.core.train import fit
+from ibnb.chapters.vit_sam.rollout import rollout, vit_rollout_maps
 
 A = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
 B = torch.tensor([1.0, -2.0, 0.5])
@@ -142,7 +143,7 @@ def test_mixup_and_cutout_are_seeded_and_correct():
 
 def test_sam_step_trains_through_fit_and_logs_sharpness():
     torch.manual_seed(0)
-    from ibnb.data import ImageData
+    from ibnb.core.data import ImageData
     data = ImageData(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.arange(64) % 10,
                      classes=[str(i) for i in range(10)], name="toy", mean=(0.5,) * 3, std=(0.25,) * 3)
     model = create_model("cnn", width=4, stages=2)
@@ -155,7 +156,7 @@ def test_rollout_is_row_stochastic_and_maps_are_in_unit_range():
     a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
     r = rollout([a, a])
     assert torch.allclose(r.sum(-1), torch.ones(2, 5), atol=1e-5)
-    from ibnb.data import ImageData
+    from ibnb.core.data import ImageData
     data = ImageData(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4),
                      classes=[str(i) for i in range(10)], name="toy", mean=(0.5,) * 3, std=(0.25,) * 3)
     for pool in ("cls", "mean"):

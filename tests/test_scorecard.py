@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ibnb import reproduce, results, scorecard
-from ibnb.utils import repo_root
+from ibnb.book import reproduce
+from ibnb.book import results
+from ibnb.book import scorecard
+from ibnb.core.utils import repo_root
 
 
 def _arch_table(gap_small: float, gap_large: float) -> pd.DataFrame:
@@ -65,7 +67,7 @@ def test_timing_table_marks_unmeasured_profiles(tmp_path):
 
 
 def test_parameter_table_lists_every_knob_of_a_notebook():
-    import ibnb.experiments.architectures as A
+    import ibnb.chapters.architectures.sweep as A
 
     t = reproduce.parameter_table(A.NOTEBOOK)
     assert len(t) == len(A.PRESETS["cpu"]) and list(t.columns) == ["parameter", "smoke", "cpu", "gpu"]

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ibnb import profiles
-from ibnb.attention_maps import mask_pixels, masking_accuracy, stage_maps
-from ibnb.data import DataError
-from ibnb.experiments import spatial_attention as A
-from ibnb.food101 import load_food101
-from ibnb.models import count_parameters, create_model
+from ibnb.book import profiles
+from ibnb.chapters.spatial_attention.attention_maps import mask_pixels, masking_accuracy, stage_maps
+from ibnb.core.data import DataError
+from ibnb.chapters.spatial_attention import sweep as A
+from ibnb.core.food101 import load_food101
+from ibnb.core.models import count_parameters, create_model
 
 from conftest import toy_data
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from ibnb import ssl
-from ibnb.data import ImageData
-from ibnb.models import count_parameters, create_model
-from ibnb.ssl_losses import barlow_twins, vicreg, whiten, wmse
+from ibnb.chapters.self_supervised import method as ssl
+from ibnb.core.data import ImageData
+from ibnb.core.models import count_parameters, create_model
+from ibnb.chapters.self_supervised.losses import barlow_twins, vicreg, whiten, wmse
 
 
 def _rand(n=12, d=5, seed=0, scale=1.0):
@@ -222,7 +222,7 @@ def test_pretraining_logs_terms_and_caches(method):
 def test_pretraining_resumes_exactly(tmp_path):
     """Views are reseeded from the step's position, so an interrupted run resumed from its checkpoint ends
     with the same weights as an uninterrupted one."""
-    from ibnb.train import fit
+    from ibnb.core.train import fit
 
     g = torch.Generator().manual_seed(1)
     data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(64) % 4,

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from dataclasses import dataclass
 import torch
 
-from ibnb.models import create_model
-from ibnb.runs import train_or_load
-from ibnb.train import NonFiniteLossError, TrainConfig, evaluate, fit
+from ibnb.core.models import create_model
+from ibnb.core.runs import train_or_load
+from ibnb.core.train import NonFiniteLossError, TrainConfig, evaluate, fit
 from conftest import toy_data
 
 
@@ -92,41 +93,46 @@ def test_evaluate_metrics_are_consistent():
 
 def test_train_or_load_reuses_and_retrains_corrupt_cache(tmp_path):
     data = toy_data()
-    kw = dict(model_kw={"width": 4, "stages": 2}, epochs=1, batch_size=16, progress=False, device="cpu")
-    m1, h1, cached1 = train_or_load("cnn", data, **kw)
-    m2, h2, cached2 = train_or_load("cnn", data, **kw)
+    kw = dict(model_kw={"width": 4, "stages": 2}, progress=False, device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    m1, h1, cached1 = train_or_load("cnn", data, config=cfg, **kw)
+    m2, h2, cached2 = train_or_load("cnn", data, config=cfg, **kw)
     assert (cached1, cached2) == (False, True)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert h1.frame.equals(h2.frame)
-    _, _, cached3 = train_or_load("cnn", data, **{**kw, "seed": 1})
+    _, _, cached3 = train_or_load("cnn", data, config=TrainConfig(epochs=1, batch_size=16, seed=1), **kw)
     assert not cached3  # another seed is another run
     for final in (tmp_path / "runs").glob("cnn-*/final.pt"):
         final.write_bytes(b"not a checkpoint")
-    _, _, cached4 = train_or_load("cnn", data, **kw)
+    _, _, cached4 = train_or_load("cnn", data, config=cfg, **kw)
     assert not cached4
 
 
-def _mse_to_onehot_step(model, opt, x, y, epoch):
+@dataclass(frozen=True)
+class MseToOneHot:
     """A custom objective for the hook tests: squared error to one-hot targets, logging two terms."""
-    from ibnb.train import StepOutput
 
-    out = model(x)
-    target = torch.nn.functional.one_hot(y, out.shape[1]).float()
-    err = (out - target).pow(2).mean()
-    reg = 1e-3 * out.pow(2).mean()
-    opt.zero_grad(set_to_none=True)
-    (err + reg).backward()
-    opt.step()
-    return StepOutput((err + reg).detach(), None, {"err": err.detach(), "reg": reg.detach(),
-                                                   "epoch": torch.tensor(float(epoch))})
+    reg: float = 1e-3
+
+    def __call__(self, model, opt, x, y, epoch):
+        from ibnb.core.train import StepOutput
+
+        out = model(x)
+        target = torch.nn.functional.one_hot(y, out.shape[1]).float()
+        err = (out - target).pow(2).mean()
+        reg = self.reg * out.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        (err + reg).backward()
+        opt.step()
+        return StepOutput((err + reg).detach(), None, {"err": err.detach(), "reg": reg.detach(),
+                                                       "epoch": torch.tensor(float(epoch))})
 
 
 def test_custom_train_step_logs_terms_and_epoch_position():
     data = toy_data()
-    hist = fit(small_cnn(), data, epochs=3, batch_size=16, progress=False, device="cpu",
-               train_step=_mse_to_onehot_step, step="mse")
+    hist = fit(small_cnn(), data, epochs=3, batch_size=16, progress=False, device="cpu", step=MseToOneHot())
     f = hist.frame
-    assert hist.config["step"] == "mse"
+    assert hist.config["step"] == "MseToOneHot(reg=0.001)"
     assert f["train_acc"].isna().all()  # the step returned no logits
     assert (f["train_loss"] - f["train_err"] - f["train_reg"]).abs().max() < 1e-5
     assert f["train_err"].iloc[-1] < f["train_err"].iloc[0]
@@ -136,15 +142,15 @@ def test_custom_train_step_logs_terms_and_epoch_position():
     assert f["train_epoch"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
-def test_custom_train_step_must_be_named_and_keys_the_cache(tmp_path, monkeypatch):
+def test_custom_train_step_must_be_a_frozen_dataclass_and_keys_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("IBNB_RUNS", str(tmp_path))
     data = toy_data()
-    with pytest.raises(ValueError, match="step="):
-        fit(small_cnn(), data, epochs=1, progress=False, device="cpu", train_step=_mse_to_onehot_step)
-    kw = dict(model_kw={"width": 4, "stages": 2}, epochs=1, batch_size=16, progress=False, device="cpu")
-    with pytest.raises(ValueError, match="step="):
-        train_or_load("cnn", data, train_step=_mse_to_onehot_step, **kw)
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        fit(small_cnn(), data, epochs=1, progress=False, device="cpu", step=lambda *a: None)
+    kw = dict(model_kw={"width": 4, "stages": 2}, config=TrainConfig(epochs=1, batch_size=16), progress=False,
+              device="cpu")
     _, h_ce, _ = train_or_load("cnn", data, **kw)
-    _, h_mse, cached = train_or_load("cnn", data, train_step=_mse_to_onehot_step, step="mse", **kw)
-    assert not cached and "train_err" in h_mse.frame and "train_err" not in h_ce.frame
-    assert len(list(tmp_path.iterdir())) == 2  # two different runs, not one cache hit
+    _, h_mse, cached = train_or_load("cnn", data, step=MseToOneHot(), **kw)
+    _, _, cached_other = train_or_load("cnn", data, step=MseToOneHot(reg=1e-2), **kw)
+    assert not cached and not cached_other and "train_err" in h_mse.frame and "train_err" not in h_ce.frame
+    assert len(list(tmp_path.iterdir())) == 3  # a step's fields key the run

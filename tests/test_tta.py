@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-import ibnb.experiments.tta as A  # registers the chapter's presets
-from ibnb import calibration as cal
-from ibnb import profiles
-from ibnb.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted
-from ibnb.ensembles import combine, prediction_bank
-from ibnb.gps import greedy_policy_search, greedy_step, policy_loss
-from ibnb.models import create_model
-from ibnb.tta_ops import CROP_FLIP, OPS, apply_op, random_pool
+import ibnb.chapters.tta.sweep as A  # registers the chapter's presets
+from ibnb.core import calibration as cal
+from ibnb.book import profiles
+from ibnb.core.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted
+from ibnb.chapters.tta.ensembles import combine, prediction_bank
+from ibnb.chapters.tta.gps import greedy_policy_search, greedy_step, policy_loss
+from ibnb.core.models import create_model
+from ibnb.chapters.tta.policies import CROP_FLIP, OPS, apply_op, random_pool
 
 from conftest import toy_data
 

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-import ibnb.experiments.deep_weight_prior  # noqa: F401  (registers its presets)
-import ibnb.experiments.sparse_vd  # noqa: F401
-from ibnb import dwp, svd
-from ibnb.models import create_model
+import ibnb.chapters.deep_weight_prior.sweep  # noqa: F401  (registers its presets)
+import ibnb.chapters.sparse_vd.sweep  # noqa: F401
+from ibnb.chapters.deep_weight_prior import method as dwp
+from ibnb.core.models import sparse_vd as svd
+from ibnb.core.models import create_model
 
 
 def mc_kl_log_uniform_plus_const(log_alpha: float, n: int = 2_000_000, seed: int = 0) -> float:
@@ -166,7 +167,7 @@ def test_gaussian_prior_kl_is_exact_and_priors_give_finite_kl():
 
 
 def test_dwp_comparison_verdict_counts_losses_before_wins():
-    from ibnb.experiments.deep_weight_prior import comparison_verdict
+    from ibnb.chapters.deep_weight_prior.sweep import comparison_verdict
 
     assert comparison_verdict(5, 5, 0) == "reproduced at every size"
     assert comparison_verdict(2, 5, 0).startswith("partly reproduced")
@@ -177,7 +178,7 @@ def test_dwp_comparison_verdict_counts_losses_before_wins():
 def test_sparse_vd_claims_audit_follows_the_table():
     import pandas as pd
 
-    from ibnb.experiments import sparse_vd as S
+    from ibnb.chapters.sparse_vd import sweep as S
 
     rows = []
     for seed in range(2):

@@ -1,0 +1,48 @@
+"""The Sparse VD objective: the ELBO update with the KL warm-up (Molchanov et al., 2017).
+
+The layers and the KL approximation are in :mod:`ibnb.core.models.sparse_vd`; this module is the training
+objective, a frozen-dataclass train step for :func:`ibnb.core.train.fit`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ibnb.core.models.sparse_vd import model_kl, svdo_layers
+from ibnb.core.train import StepOutput, autocast
+
+
+def kl_weight(epoch: float, zero_epochs: float = 5.0, full_epoch: float = 20.0) -> float:
+    """KL weight: 0 for ``zero_epochs`` epochs, then linear up to 1 at ``full_epoch`` (and 1 after)."""
+    if epoch < zero_epochs:
+        return 0.0
+    if full_epoch <= zero_epochs:
+        return 1.0
+    return min(1.0, (epoch - zero_epochs) / (full_epoch - zero_epochs))
+
+
+def elbo_step(n_train: int, zero_epochs: float = 5.0, full_epoch: float = 20.0):
+    """ELBO update for :func:`ibnb.core.train.fit`: mean cross-entropy + β(epoch)·KL/N, with the KL warm-up of
+    :func:`kl_weight`. Logs the terms ``nll``, ``kl`` (per training image, unweighted), ``beta`` and the
+    sparsity (fraction of weights with log α > 3) of every Sparse VD layer as ``sp<i>``.
+    Name it in ``fit(step=...)`` with :func:`elbo_name`."""
+    def step(model, opt, x, y, epoch):
+        beta = kl_weight(epoch, zero_epochs, full_epoch)
+        with autocast(x.device):
+            logits = model(x)
+        nll = F.cross_entropy(logits.float(), y)
+        kl = model_kl(model) / n_train
+        loss = nll + beta * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        terms = {"nll": nll.detach(), "kl": kl.detach(), "beta": torch.tensor(beta, device=x.device)}
+        with torch.no_grad():
+            for i, (_, m) in enumerate(svdo_layers(model)):
+                terms[f"sp{i}"] = (m.log_alpha > m.threshold).float().mean()
+        return StepOutput(loss.detach(), logits.detach(), terms)
+    return step
+
+
+def elbo_name(n_train: int, zero_epochs: float, full_epoch: float) -> str:
+    return f"svd_elbo(n={n_train}, kl_zero={zero_epochs}, kl_full={full_epoch})"

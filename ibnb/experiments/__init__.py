@@ -1,1 +1,0 @@
-"""Experiment definitions: presets (per profile) and the sweep logic each chapter notebook calls."""
