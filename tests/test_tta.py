@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ibnb.chapters.tta.sweep as A  # registers the chapter's presets
-from ibnb.core import calibration as cal
+from ibnb.core import metrics as cal
 from ibnb.book import profiles
 from ibnb.core.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted
 from ibnb.chapters.tta.ensembles import combine, prediction_bank

@@ -2,7 +2,7 @@
 
 :class:`DeviceLoader` keeps the whole uint8 dataset on the training device, draws batches with its own
 ``torch.Generator`` (so a seed fixes every batch and every augmentation), and augments on the device:
-random crop with zero padding and horizontal flip, written as batched indexing (no per-image Python).
+random crop with zero padding and horizontal flip (:mod:`ibnb.core.image_ops`), batched (no per-image Python).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from ibnb.core.data import ImageData
+from ibnb.core.image_ops import random_crop, random_flip
 
 AUGMENTATIONS = ("crop", "flip")
 
@@ -25,25 +26,6 @@ def parse_augment(augment) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"Unknown augmentation {unknown}; available: {'+'.join(AUGMENTATIONS)} or 'none'")
     return ops
-
-
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Pad each image by ``pad`` zeros and crop back to its size at a random offset (per image)."""
-    n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=x.device)
-    rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chan, rows, cols]
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
 class DeviceLoader:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ibnb.core.data import ImageData, data_cache_dir
 from ibnb.core.runs import fingerprint
-from ibnb.chapters.tta.policies import gaussian_blur
+from ibnb.core.image_ops import gaussian_blur
 from ibnb.core.utils import atomic_torch_save
 
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ibnb.core.augment import DeviceLoader
+from ibnb.core.metrics import extract_features, knn_accuracy, linear_probe, pixel_features, topk  # noqa: F401
+from ibnb.core.image_ops import colour_jitter, grey, resized_crop_flip
 from ibnb.core.data import ImageData
 from ibnb.core.models import create_model
 from ibnb.core.runs import fingerprint, load_or_fit, runs_dir, training_code_hash
@@ -42,58 +44,6 @@ RECIPES = {
     "standard": dict(scale=(0.2, 1.0), jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
                      grey_p=0.2, solarize_p=0.1),
 }
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _uniform(n, lo, hi, g, device):
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
-
-
-def resized_crop_flip(x: torch.Tensor, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """RandomResizedCrop to the input size + horizontal flip (p = 1/2), one affine resampling per image.
-
-    A crop covers a fraction ``s ~ U(scale)`` of the area with aspect ``r`` (log-uniform in ``ratio``); its
-    sides are clipped to the image (torchvision instead retries), and it is bilinearly resized back."""
-    n, dev = x.shape[0], x.device
-    area = _uniform(n, *scale, g, dev)
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, dev)
-    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)  # crop width / image width
-    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
-    cx = (1 - w) * _uniform(n, -1.0, 1.0, g, dev)  # crop centre in [-1, 1] coordinates
-    cy = (1 - h) * _uniform(n, -1.0, 1.0, g, dev)
-    flip = torch.where(torch.rand(n, generator=g, device=dev) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def grey(x: torch.Tensor) -> torch.Tensor:
-    """Luma (ITU-R 601) of an RGB batch, as one channel."""
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def colour_jitter(x: torch.Tensor, g: torch.Generator, brightness=0.4, contrast=0.4, saturation=0.4,
-                  hue=0.1) -> torch.Tensor:
-    """Brightness, contrast, saturation, hue (fixed order) with per-image factors, on [0, 1] RGB.
-    Hue is a rotation of the chroma plane in YIQ space (an approximation of torchvision's HSV shift)."""
-    n, dev = x.shape[0], x.device
-    f = lambda a: _uniform(n, 1 - a, 1 + a, g, dev).view(n, 1, 1, 1)
-    x = (x * f(brightness)).clamp(0, 1)
-    m = grey(x).mean(dim=(2, 3), keepdim=True)
-    x = ((x - m) * f(contrast) + m).clamp(0, 1)
-    y = grey(x)
-    x = ((x - y) * f(saturation) + y).clamp(0, 1)
-    angle = 2 * math.pi * _uniform(n, -hue, hue, g, dev)
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev)
-    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
-    cos, sin = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
-    i, q = yiq[:, 1], yiq[:, 2]
-    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], 1)
-    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
-
-
 class ViewAugment:
     """Draws augmented views of a *normalised* batch (as served by :class:`~ibnb.core.augment.DeviceLoader`):
     un-normalise to [0, 1], augment with ``recipe``, normalise again. Seeded: the same seed gives the same views."""
@@ -251,71 +201,6 @@ def pretrain_or_load(method: str, train: ImageData, *, backbone: str = "n1", bac
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def extract_features(encoder: nn.Module, data: ImageData, *, batch_size: int = 500, device=None) -> torch.Tensor:
-    """Frozen representations (float32, on ``device``) of every image of ``data``, in order, eval mode."""
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    was = encoder.training
-    encoder.eval()
-    loader = DeviceLoader(data, batch_size, shuffle=False, device=device)
-    out = []
-    for x, _ in loader:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(encoder(x).float())
-    encoder.train(was)
-    return torch.cat(out)
-
-
-def pixel_features(data: ImageData, device=None) -> torch.Tensor:
-    """Raw normalised pixels, flattened: the no-learning baseline representation (on ``device``)."""
-    loader = DeviceLoader(data, len(data), shuffle=False, device=device)
-    return next(iter(loader))[0].flatten(1)
-
-
-def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
-                 *, num_classes: int, epochs: int = 20, batch_size: int = 256, lr: float = 0.1,
-                 seed: int = 0) -> dict[str, float]:
-    """One linear layer on frozen (standardised) features: SGD (momentum 0.9, cosine schedule), cross-entropy;
-    returns test ``top1`` and ``top5``."""
-    g = torch.Generator(device=f_train.device).manual_seed(seed)
-    mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
-    a, b = (f_train - mu) / sd, (f_test - mu) / sd
-    torch.manual_seed(seed)
-    layer = nn.Linear(a.shape[1], num_classes).to(a.device)
-    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9)
-    steps_per_epoch = max(1, len(a) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(len(a), generator=g, device=a.device)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(layer(a[idx]), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    with torch.no_grad():
-        logits = layer(b)
-    return topk(logits, y_test)
-
-
-def topk(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    k = min(5, logits.shape[1])
-    return {"top1": (logits.argmax(1) == y).float().mean().item(),
-            "top5": (logits.topk(k, 1).indices == y[:, None]).any(1).float().mean().item()}
-
-
-@torch.no_grad()
-def knn_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
-                 *, num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
-    """Weighted k-nearest-neighbour accuracy on cosine similarity (Wu et al., 2018): each of the ``k`` nearest
-    training points votes for its class with weight exp(similarity / temperature)."""
-    a, b = F.normalize(f_train, dim=1), F.normalize(f_test, dim=1)
-    sim, idx = (b @ a.T).topk(min(k, len(a)), dim=1)
-    votes = torch.zeros(len(b), num_classes, device=b.device)
-    votes.scatter_add_(1, y_train[idx], torch.exp(sim / temperature))
-    return (votes.argmax(1) == y_test).float().mean().item()
-
-
 @torch.no_grad()
 def spectrum(f: torch.Tensor) -> np.ndarray:
     """Eigenvalues of the feature covariance, largest first, normalised to sum 1."""

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ibnb.core.calibration import log_mean_prob
+from ibnb.core.metrics import log_mean_prob
 from ibnb.core.data import ImageData
 
 View = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # float [0,1] batch, generator -> batch

@@ -116,7 +116,7 @@ def corruption_bars(grid: pd.DataFrame, k: int, m: int, metric: str = "cnll") ->
 
 
 def reliability_diagrams(items: list[tuple[str, dict]]) -> plt.Figure:
-    """Reliability diagrams: per item (title, :func:`ibnb.core.calibration.reliability` output) accuracy vs
+    """Reliability diagrams: per item (title, :func:`ibnb.core.metrics.reliability` output) accuracy vs
     confidence per bin, with the diagonal of perfect calibration."""
     fig, axes = plt.subplots(1, len(items), figsize=(3.4 * len(items), 3.4), squeeze=False)
     for ax, (title, r) in zip(axes[0], items):

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ibnb.core.calibration import accuracy, fit_temperature, nll
+from ibnb.core.metrics import accuracy, fit_temperature, nll
 
 CRITERIA = ("cnll", "nll", "acc")
 

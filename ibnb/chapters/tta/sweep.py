@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ibnb.core import calibration as cal
+from ibnb.core import metrics as cal
 from ibnb.core.corruptions import CORRUPTIONS, SEVERITIES, corrupted
 from ibnb.core.data import DATASETS, ImageData, balanced_indices, class_balanced_subset, load_dataset, split_off
 from ibnb.chapters.tta.ensembles import combine, prediction_bank

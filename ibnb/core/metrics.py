@@ -1,5 +1,5 @@
-"""Probabilistic evaluation on the device: accuracy, NLL, Brier score, ECE with reliability-diagram data,
-temperature scaling and the *calibrated* NLL.
+"""Metrics, on the device: accuracy, NLL, top-k, Brier score, ECE with reliability-diagram data, temperature
+scaling and the *calibrated* NLL; and probes of frozen features (linear probe, weighted kNN).
 
 Every function takes **log-probabilities** (or logits: anything that a softmax turns into the predictive
 distribution) of shape ``(..., N, C)`` and labels ``(N,)``, and returns tensors on the same device, so a whole
@@ -18,7 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from ibnb.core.augment import DeviceLoader
+from ibnb.core.data import ImageData
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -126,3 +130,69 @@ def calibrated_scores(val_logits: torch.Tensor, val_y: torch.Tensor, test_logits
     """:func:`scores` on the test predictions with the temperature fitted on the validation predictions of
     the same predictor."""
     return scores(test_logits, test_y, fit_temperature(val_logits, val_y), n_bins)
+
+
+# ----------------------------------------------------------------------------- probes of frozen features
+def extract_features(encoder: nn.Module, data: ImageData, *, batch_size: int = 500, device=None) -> torch.Tensor:
+    """Frozen representations (float32, on ``device``) of every image of ``data``, in order, eval mode."""
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    was = encoder.training
+    encoder.eval()
+    loader = DeviceLoader(data, batch_size, shuffle=False, device=device)
+    out = []
+    for x, _ in loader:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(encoder(x).float())
+    encoder.train(was)
+    return torch.cat(out)
+
+
+def pixel_features(data: ImageData, device=None) -> torch.Tensor:
+    """Raw normalised pixels, flattened: the no-learning baseline representation (on ``device``)."""
+    loader = DeviceLoader(data, len(data), shuffle=False, device=device)
+    return next(iter(loader))[0].flatten(1)
+
+
+def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
+                 *, num_classes: int, epochs: int = 20, batch_size: int = 256, lr: float = 0.1,
+                 seed: int = 0) -> dict[str, float]:
+    """One linear layer on frozen (standardised) features: SGD (momentum 0.9, cosine schedule), cross-entropy;
+    returns test ``top1`` and ``top5``."""
+    g = torch.Generator(device=f_train.device).manual_seed(seed)
+    mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
+    a, b = (f_train - mu) / sd, (f_test - mu) / sd
+    torch.manual_seed(seed)
+    layer = nn.Linear(a.shape[1], num_classes).to(a.device)
+    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9)
+    steps_per_epoch = max(1, len(a) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(a), generator=g, device=a.device)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(layer(a[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        logits = layer(b)
+    return topk(logits, y_test)
+
+
+def topk(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    k = min(5, logits.shape[1])
+    return {"top1": (logits.argmax(1) == y).float().mean().item(),
+            "top5": (logits.topk(k, 1).indices == y[:, None]).any(1).float().mean().item()}
+
+
+@torch.no_grad()
+def knn_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
+                 *, num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
+    """Weighted k-nearest-neighbour accuracy on cosine similarity (Wu et al., 2018): each of the ``k`` nearest
+    training points votes for its class with weight exp(similarity / temperature)."""
+    a, b = F.normalize(f_train, dim=1), F.normalize(f_test, dim=1)
+    sim, idx = (b @ a.T).topk(min(k, len(a)), dim=1)
+    votes = torch.zeros(len(b), num_classes, device=b.device)
+    votes.scatter_add_(1, y_train[idx], torch.exp(sim / temperature))
+    return (votes.argmax(1) == y_test).float().mean().item()
