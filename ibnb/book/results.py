@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ibnb.core.metrics import summarize  # noqa: F401  (re-exported for the pages)
 from ibnb.core.utils import atomic_write, env_path, repo_root
 
 COLUMNS = ["experiment", "model", "dataset", "n_train", "seed", "epochs", "params", "test_acc", "test_nll",
@@ -40,12 +41,6 @@ def read_results(stem: str, profile: str) -> pd.DataFrame:
         raise FileNotFoundError(f"No results table {path}; execute notebooks/{stem}.ipynb with profile={profile} "
                                 f"(python -m ibnb run {stem} --profile {profile}).")
     return pd.read_csv(path)
-
-
-def summarize(df: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.DataFrame:
-    """Mean, standard deviation (ddof=1; NaN for one seed), and number of seeds of ``value`` per group."""
-    g = df.groupby(by, sort=True)[value]
-    return g.agg(mean="mean", std="std", n="count").reset_index()
 
 
 def paired_difference(df: pd.DataFrame, key: str, a, b, by: str = "model", value: str = "test_acc") -> pd.DataFrame:

@@ -196,3 +196,10 @@ def knn_accuracy(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Ten
     votes = torch.zeros(len(b), num_classes, device=b.device)
     votes.scatter_add_(1, y_train[idx], torch.exp(sim / temperature))
     return (votes.argmax(1) == y_test).float().mean().item()
+
+
+def summarize(df, by: list[str], value: str = "test_acc"):
+    """Mean, standard deviation (ddof=1; NaN for one seed) and number of seeds of ``value`` per group of a
+    results table (a pandas DataFrame)."""
+    g = df.groupby(by, sort=True)[value]
+    return g.agg(mean="mean", std="std", n="count").reset_index()

@@ -1,11 +1,44 @@
-"""Plot helpers: labelled axes, units, error bars over seeds."""
+"""Plot helpers and the book's one figure style: labelled axes, units, error bars over seeds.
+
+:func:`book_style` (applied on import) sets seaborn's ``whitegrid`` theme with fonts that stay readable when a
+figure is scaled to the page's content column (about 700 px): figures are at most :data:`PAGE_WIDTH` inches
+wide with at most :data:`MAX_PANELS` panels per row (use :func:`panel_grid`).
+"""
 from __future__ import annotations
+
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
-from ibnb.book.results import summarize
+from ibnb.core.metrics import summarize
+
+PAGE_WIDTH = 7.5   # inches: a figure this wide is shown at the column's width
+MAX_PANELS = 3     # panels per row at page width
+
+
+def book_style() -> None:
+    """The book's figure style (seaborn whitegrid, 11 pt axis labels at page width, 120 dpi)."""
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95,
+                  rc={"figure.dpi": 120, "savefig.dpi": 120, "axes.titlesize": 11, "axes.labelsize": 10.5,
+                      "legend.fontsize": 9, "xtick.labelsize": 9.5, "ytick.labelsize": 9.5,
+                      "figure.constrained_layout.use": True})
+
+
+def panel_grid(n: int, *, height: float = 2.8, sharey: bool = False, sharex: bool = False):
+    """``(fig, axes)`` for ``n`` panels, at most :data:`MAX_PANELS` per row, page-wide; ``axes`` is flat."""
+    cols = min(n, MAX_PANELS)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH if cols > 1 else PAGE_WIDTH * 0.7, height * rows),
+                             squeeze=False, sharey=sharey, sharex=sharex)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+book_style()
 
 MODEL_COLORS = {"mlp": "#1f77b4", "mixer": "#ff7f0e", "vit": "#2ca02c", "cnn": "#d62728", "cnn_sa": "#9467bd",
                 "resnet18": "#8c564b"}

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
 
-from ibnb.book.results import summarize
+from ibnb.core.metrics import summarize
 from ibnb.chapters.mlp_scaling.scaling import PowerLawFit
 
 RUNG_COLORS = {"MLP": "#1f77b4", "bMLP": "#17becf", "CNN": "#d62728", "ResNet-18": "#8c564b", "ViT": "#2ca02c"}
