@@ -25,7 +25,8 @@ PAGES = {
     "04_test_time_augmentation": "ibnb.chapters.tta.presets", "05_sparse_vd": "ibnb.chapters.sparse_vd.presets",
     "06_deep_weight_prior": "ibnb.chapters.deep_weight_prior.presets",
     "07_self_supervised": "ibnb.chapters.self_supervised.presets", "08_vit_sam": "ibnb.chapters.vit_sam.presets",
-    "09_scorecard": "ibnb.book.pages", "99_reproduce": "ibnb.book.pages",
+    "09_scorecard": "ibnb.book.pages", "10_cpu_training": "ibnb.chapters.cpu_training.presets",
+    "99_reproduce": "ibnb.book.pages",
 }
 _SIMPLE = (int, float, str, bool, list, tuple, dict, type(None))
 _IGNORED = {"In", "Out", "exit", "quit", "get_ipython"}
