@@ -9,11 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ibnb.core import flops
-from ibnb.chapters.mlp_scaling import probes
+import pandas as pd
+
 from ibnb.book import profiles
-from ibnb.chapters.mlp_scaling import scaling
+from ibnb.chapters.mlp_scaling import analysis, presets, probes, scaling
 from ibnb.chapters.mlp_scaling import sweep as A
+from ibnb.core import flops
+from ibnb.core.reference import REFERENCE_SIZES
 from ibnb.core.models import count_parameters, create_model
 from ibnb.core.models.locally_connected import LocallyConnected2d
 
@@ -184,28 +186,66 @@ def test_two_factor_fit_and_frontier():
 # --- presets and helpers -------------------------------------------------------------------------------
 def test_presets_resolve_and_validate():
     for prof in profiles.PROFILES:
-        p = profiles.resolve(A.NOTEBOOK, {"profile": prof})
+        p = profiles.resolve(presets, {"profile": prof})
         assert len(p["batch_sizes"]) >= 2 and len(p["scaling_n_per_class"]) >= 2
-    cpu = profiles.presets(A.NOTEBOOK)["cpu"]
+    cpu = profiles.presets(presets)["cpu"]
     assert len(cpu["scaling_sizes"]) >= 5 and len(cpu["batch_sizes"]) >= 4 and cpu["seeds"] >= 2
     with pytest.raises(profiles.ParameterError, match="lr_rule"):
-        profiles.resolve(A.NOTEBOOK, {"lr_rule": "cubic"})
+        profiles.resolve(presets, {"lr_rule": "cubic"})
     with pytest.raises(profiles.ParameterError, match="probe_grids"):
-        profiles.resolve(A.NOTEBOOK, {"probe_grids": [3]})
+        profiles.resolve(presets, {"probe_grids": [3]})
 
 
-def test_shared_models_match_the_architecture_chapter():
-    # same model sizes as chapter 01 -> identical runs are loaded from the run cache, not retrained
-    from ibnb.chapters.architectures import sweep
+def test_shared_models_use_the_reference_sizes():
+    # the same model sizes as chapter 01 -> identical runs are loaded from the run cache, not retrained
+    from ibnb.chapters.architectures import presets as arch
 
     for prof in profiles.PROFILES:
         for m in ("mlp", "cnn", "vit", "resnet18"):
-            assert A.PRESETS[prof]["model_kw"][m] == architectures.PRESETS[prof]["model_kw"][m]
+            assert presets.PRESETS[prof]["model_kw"][m] == REFERENCE_SIZES[prof][m] == arch.PRESETS[prof]["model_kw"][m]
 
 
 def test_lr_rule_and_epochs():
-    p = profiles.resolve(A.NOTEBOOK, {"profile": "cpu"})
+    p = profiles.resolve(presets, {"profile": "cpu"})
     assert A.lr_for(p["batch_size"], p) == p["lr"]
     assert A.lr_for(4 * p["batch_size"], p) == pytest.approx(2 * p["lr"])
-    assert A.epochs_for(10 * p["ladder_n_per_class"], p) == p["epochs"]
-    assert A.epochs_for(200, p) * (200 // p["batch_size"]) >= p["min_steps"]
+    assert A.run_epochs(10 * p["ladder_n_per_class"], p) == p["epochs"]
+    assert A.run_epochs(200, p) * (200 // p["batch_size"]) >= p["min_steps"]
+
+
+def test_two_factor_gap_interval_and_batch_interaction():
+    rng = np.random.default_rng(1)
+    p, d = np.meshgrid([1e4, 1e5, 1e6], [1e2, 1e3, 1e4])
+    e = 5 * p ** -0.3 * d ** -0.1 * np.exp(0.01 * rng.standard_normal(p.shape))
+    j = scaling.fit_two_factor(p.ravel(), d.ravel(), e.ravel())
+    assert j.gap == pytest.approx(0.2, abs=0.02) and j.ci_gap[0] > 0  # the parameter exponent is the larger
+    flipped = scaling.fit_two_factor(d.ravel(), p.ravel(), e.ravel())
+    assert flipped.ci_gap[1] < 0
+    rows = [dict(model=m, batch_size=b, seed=s, test_acc=acc + 0.001 * s)
+            for s in range(3) for m, b, acc in (("bmlp", 64, 0.40), ("bmlp", 512, 0.45), ("cnn", 64, 0.50),
+                                                ("cnn", 512, 0.40))]
+    inter = analysis.batch_interaction(pd.DataFrame(rows))
+    assert inter.tolist() == pytest.approx([0.15] * 3)
+
+
+def test_conv_identity_of_the_prior_layer():
+    ci = analysis.conv_identity({"channels": 4, "kernel_size": 5, "stride": 2})
+    assert ci.max_error < analysis.IDENTITY_TOL and ci.matrix.shape == (4 * 16 * 16, 3 * 32 * 32)
+    assert ci.distinct == 4 * 3 * 25 and ci.local_weights > ci.distinct and 0 < ci.nonzero_pct < 5
+
+
+def test_fit_claims_need_replicated_converged_grids():
+    import importlib
+
+    from ibnb.book.claims import judge
+
+    audit = importlib.import_module("ibnb.chapters.mlp_scaling.audit")  # the package's audit() shadows the name
+    rows = pd.DataFrame({"converged": [True] * 6})
+    up = judge("c", "", "", audit.fit_effect(0.2, (0.1, 0.3), 3, rows), direction=+1)
+    down = judge("c", "", "", audit.fit_effect(-0.2, (-0.3, -0.1), 3, rows), direction=+1)
+    one_seed = judge("c", "", "", audit.fit_effect(0.2, (0.1, 0.3), 1, rows), direction=+1)
+    stuck = judge("c", "", "", audit.fit_effect(0.2, (0.1, 0.3), 3, rows.assign(converged=False)), direction=+1)
+    assert (up.verdict, down.verdict) == ("supported", "contradicted")
+    assert one_seed.verdict == stuck.verdict == "not testable at this budget"
+    assert audit.with_measurement(up, "α = 0.2").measurement == "α = 0.2"
+    assert "no interval" in audit.interval(float("nan"), float("nan"))

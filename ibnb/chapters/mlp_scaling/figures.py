@@ -1,173 +1,225 @@
-"""Figures of the MLP-scaling chapter (02): ablation ladder, scaling laws, batch size, conv-as-matrix, probes."""
+"""Figures of chapter 02: ablation ladder, training curves, scaling laws, batch size, conv-as-matrix, the
+one-layer prior comparison and the shape/texture probes.
+
+Every figure is at most :data:`ibnb.core.plots.PAGE_WIDTH` wide with at most three panels per row, in the book's
+style (fonts of 9 pt and more at page width). Bars and lines are means over seeds; dots are the seeds.
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
 
-from ibnb.core.metrics import summarize
-from ibnb.chapters.mlp_scaling.scaling import PowerLawFit
+from ibnb.chapters.mlp_scaling.analysis import ConvIdentity, scaling_grid
+from ibnb.chapters.mlp_scaling.sweep import RUNG_NAMES
+from ibnb.core.plots import PAGE_WIDTH, panel_grid
 
-RUNG_COLORS = {"MLP": "#1f77b4", "bMLP": "#17becf", "CNN": "#d62728", "ResNet-18": "#8c564b", "ViT": "#2ca02c"}
+RUNG_COLORS = {"MLP": "#1f77b4", "bMLP": "#17becf", "CNN": "#d62728", "ResNet-18": "#8c564b", "ViT": "#2ca02c",
+               "dense": "#1f77b4", "locally connected": "#ff7f0e", "convolution": "#d62728"}
+LAYER_NAMES = {"dense_layer": "dense", "locally_connected": "locally connected", "conv_layer": "convolution"}
 
 
-def _rung_color(rung: str):
-    return RUNG_COLORS.get(rung.split(" + ")[0], "#7f7f7f")
+def _color(name: str):
+    return RUNG_COLORS.get(name.split(" + ")[0], "#7f7f7f")
+
+
+def _bars_with_seeds(ax, groups: list, values: dict, colors: list, hatches=None, width: float = 0.7, offset=0.0):
+    """Bars of the mean of each ``values[g]`` (percent) with the seeds as dots; returns the bar container."""
+    x = np.arange(len(groups)) + offset
+    means = [100 * np.mean(values[g]) if len(values[g]) else np.nan for g in groups]
+    bars = ax.bar(x, means, width, color=colors, edgecolor="k", lw=0.5)
+    for xi, g, b, h in zip(x, groups, bars, hatches or [None] * len(groups)):
+        b.set_hatch(h)
+        ax.scatter(np.full(len(values[g]), xi), 100 * np.asarray(values[g]), s=10, color="k", zorder=3)
+    return bars
 
 
 def ladder_bars(df: pd.DataFrame, order: list[str]) -> plt.Figure:
-    """Test accuracy per rung of the ladder, mean ± std over seeds, hatched where augmentation is on."""
-    s = summarize(df, ["rung"]).set_index("rung").reindex(order)
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    x = np.arange(len(order))
-    bars = ax.bar(x, 100 * s["mean"], yerr=100 * s["std"].fillna(0), capsize=4,
-                  color=[_rung_color(r) for r in order], hatch=None)
-    for b, r in zip(bars, order):
-        if "+" in r:
-            b.set_hatch("//")
-        ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 1, f"{b.get_height():.1f}", ha="center", fontsize=8)
-    ax.set_xticks(x, order, rotation=15)
+    """Test accuracy per rung of the ladder (hatched: crop+flip augmentation)."""
+    fig, (ax,) = panel_grid(1, height=3.0)
+    fig.set_size_inches(PAGE_WIDTH, 3.0)
+    values = {r: df[df["rung"] == r]["test_acc"].to_numpy() for r in order}
+    bars = _bars_with_seeds(ax, order, values, [_color(r) for r in order], ["//" if "+" in r else None for r in order])
+    for b in bars:
+        ax.annotate(f"{b.get_height():.1f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                    va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(np.arange(len(order)), [r.replace(" + ", "\n+ ") for r in order])
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("ablation ladder (hatched: crop+flip augmentation); error bars: std over seeds")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
 def ladder_curves(histories: dict, order: list[str], seed: int = 0) -> plt.Figure:
-    """Training (solid) and validation (dashed) cross-entropy per epoch for every rung (one seed)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for rung in order:
-        f = histories.get((rung, seed))
-        if f is None:
-            continue
-        ls_color = _rung_color(rung)
-        alpha = 1.0 if "+" in rung else 0.55
-        ax.plot(f["epoch"], f["train_loss"], color=ls_color, alpha=alpha, label=rung)
-        if "val_loss" in f:
-            ax.plot(f["epoch"], f["val_loss"], color=ls_color, alpha=alpha, ls="--")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.set_title(f"training (solid) and validation (dashed) loss, seed {seed}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    """Training and validation cross-entropy per epoch for every rung (one seed), one panel each."""
+    fig, axes = panel_grid(2, height=3.0, sharey=True)
+    for ax, (col, title) in zip(axes, (("train_loss", "training loss"), ("val_loss", "validation loss"))):
+        for rung in order:
+            f = histories.get((rung, seed))
+            if f is not None and col in f:
+                ax.plot(f["epoch"], f[col], color=_color(rung), ls="-" if "+" in rung else "--", marker="o", ms=2.5,
+                        label=rung)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+    axes[0].set_ylabel("cross-entropy (nats)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
     return fig
 
 
-def _fit_line(ax, fit: PowerLawFit, xs, label: str, color="k"):
+def _log_axes(ax, xlabel: str):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _fit_line(ax, fit, xs):
     xs = np.geomspace(min(xs), max(xs), 50)
-    ax.plot(xs, 100 * fit.predict(xs), color=color, ls=":", lw=1.5, label=label)
+    ax.plot(xs, 100 * fit.predict(xs), color="k", ls=":", lw=1.5)
 
 
-def _lines(ax, g: pd.DataFrame, by: str, values, x: str, cmap, style: str, label):
-    """One line of test error against ``x`` per value of ``by``."""
-    for i, v in enumerate(values):
-        d = g[g[by] == v].sort_values(x)
-        ax.plot(d[x], 100 * d["test_error"], style, color=cmap(i), label=label(v))
-
-
-def scaling_figure(df: pd.DataFrame, fit_p: PowerLawFit, fit_d: PowerLawFit, fit_c: PowerLawFit,
-                   frontier: pd.DataFrame) -> plt.Figure:
-    """(a) error vs parameters per data size, (b) error vs data per model size, (c) error vs training
-    compute with the compute-efficient frontier; dotted: the power-law fits (exponent ± 95 % CI)."""
-    g = df.groupby(["size", "params", "n_train"], as_index=False).agg(
-        test_error=("test_error", "mean"), train_flops=("train_flops", "mean"))
+def scaling_figure(df: pd.DataFrame, fits: dict) -> plt.Figure:
+    """(a) error vs parameters per data size, (b) error vs data per model size, (c) error vs training compute with
+    the compute-efficient frontier; dotted: the power-law fits (exponents with 95 % intervals in the table).
+    Two panels per row at page width; the fourth cell holds the legends."""
+    g = scaling_grid(df)
     sizes = list(dict.fromkeys(df.sort_values("params")["size"]))
     ns = sorted(df["n_train"].unique())
-    cmap_n = lambda i: plt.cm.viridis(0.85 * i / max(1, len(ns) - 1))  # noqa: E731  (no pale yellow end)
-    cmap_p = lambda i: plt.cm.plasma(0.85 * i / max(1, len(sizes) - 1))  # noqa: E731
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    _lines(axes[0], g, "n_train", ns, "params", cmap_n, "o-", lambda n: f"{n} images")
-    _fit_line(axes[0], fit_p, g["params"], f"fit at {max(ns)} images: α_P = {fit_p.exponent:.3f} "
-              f"[{fit_p.ci[0]:.3f}, {fit_p.ci[1]:.3f}], n = {fit_p.n}")
-    axes[0].set_xlabel("parameters (log scale)")
-    axes[0].set_title("(a) error vs model size")
-    _lines(axes[1], g, "size", sizes, "n_train", cmap_p, "s-", str)
-    _fit_line(axes[1], fit_d, g["n_train"], f"fit for {sizes[-1]}: α_D = {fit_d.exponent:.3f} "
-              f"[{fit_d.ci[0]:.3f}, {fit_d.ci[1]:.3f}], n = {fit_d.n}")
-    axes[1].set_xlabel("training images (log scale)")
-    axes[1].set_title("(b) error vs data")
-    ax = axes[2]
-    for i, s in enumerate(sizes):
-        d = g[g["size"] == s]
-        ax.scatter(d["train_flops"], 100 * d["test_error"], color=cmap_p(i), s=18 + 60 * np.log(d["n_train"] / min(ns) + 1),
-                   alpha=0.8, label=s)
-    f = frontier.sort_values("train_flops")
-    ax.step(f["train_flops"], 100 * f["test_error"], where="post", color="k", lw=1, label="compute-efficient frontier")
-    _fit_line(ax, fit_c, f["train_flops"], f"fit on frontier: α_C = {fit_c.exponent:.3f} "
-              f"[{fit_c.ci[0]:.3f}, {fit_c.ci[1]:.3f}], n = {fit_c.n}")
-    ax.set_xlabel("training compute (FLOPs, log scale)")
-    ax.set_title("(c) error vs compute (marker size: data)")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_ylabel("test error (%, log scale)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6.5)
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    fig.tight_layout()
+    c_n = [plt.cm.viridis(0.85 * i / max(1, len(ns) - 1)) for i in range(len(ns))]
+    c_p = [plt.cm.plasma(0.85 * i / max(1, len(sizes) - 1)) for i in range(len(sizes))]
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 5.8))
+    (a, b), (c, leg) = axes
+    for n, col in zip(ns, c_n):
+        d = g[g["n_train"] == n].sort_values("params")
+        a.plot(d["params"], 100 * d["test_error"], "o-", color=col, ms=4)
+    _fit_line(a, fits["fit_p"], g["params"])
+    _log_axes(a, "parameters")
+    a.set_title("(a) error vs model size")
+    for s, col in zip(sizes, c_p):
+        d = g[g["size"] == s].sort_values("n_train")
+        b.plot(d["n_train"], 100 * d["test_error"], "s-", color=col, ms=4)
+        c.scatter(d["train_flops"], 100 * d["test_error"], color=col, s=14 + 40 * np.log(d["n_train"] / min(ns) + 1),
+                  alpha=0.8)
+    _fit_line(b, fits["fit_d"], g["n_train"])
+    _log_axes(b, "training images")
+    b.set_title("(b) error vs data")
+    f = fits["frontier"].sort_values("train_flops")
+    c.step(f["train_flops"], 100 * f["test_error"], where="post", color="k", lw=1)
+    _fit_line(c, fits["fit_c"], f["train_flops"])
+    _log_axes(c, "training compute (FLOPs)")
+    c.set_title("(c) error vs compute")
+    for ax in (a, b, c):
+        ax.set_ylabel("test error (%)")
+    leg.axis("off")
+    data_handles = [Line2D([], [], color=col, marker="o", label=f"{n:,} images") for n, col in zip(ns, c_n)]
+    size_handles = [Line2D([], [], color=col, marker="s", label=s) for s, col in zip(sizes, c_p)]
+    other = [Line2D([], [], color="k", ls=":", label="power-law fit"),
+             Line2D([], [], color="k", lw=1, label="frontier (c)")]
+    first = leg.legend(handles=data_handles, title="(a) data size", loc="upper left", fontsize=9, title_fontsize=9)
+    leg.add_artist(first)
+    leg.legend(handles=size_handles + other, title="(b, c) width d, blocks L", loc="upper right", fontsize=9,
+               title_fontsize=9)
     return fig
 
 
-def batch_plot(df: pd.DataFrame, rule: str) -> plt.Figure:
-    """Test accuracy vs batch size (log₂ axis) per model at a fixed number of epochs."""
-    s = summarize(df, ["model", "batch_size"])
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    names = {"bmlp": "bMLP", "mlp": "MLP", "cnn": "CNN", "resnet18": "ResNet-18", "vit": "ViT"}
+def batch_plot(df: pd.DataFrame) -> plt.Figure:
+    """Test accuracy vs batch size (log₂ axis) per model at a fixed number of epochs (dots: seeds)."""
+    fig, (ax,) = panel_grid(1, height=3.0)
     for m in dict.fromkeys(df["model"]):
-        d = s[s["model"] == m].sort_values("batch_size")
-        ax.errorbar(d["batch_size"], 100 * d["mean"], yerr=100 * d["std"].fillna(0), marker="o", capsize=3,
-                    label=names.get(m, m), color=RUNG_COLORS.get(names.get(m, m)))
+        d = df[df["model"] == m]
+        mean = d.groupby("batch_size")["test_acc"].mean()
+        name = RUNG_NAMES.get(m, m)
+        ax.plot(mean.index, 100 * mean.values, "o-", color=_color(name), label=name)
+        ax.scatter(d["batch_size"], 100 * d["test_acc"], s=10, color=_color(name), alpha=0.5)
     ax.set_xscale("log", base=2)
     ticks = sorted(df["batch_size"].unique())
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("batch size (log₂ scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"fixed epochs, learning rate by the {rule} rule")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(fontsize=9)
     return fig
 
 
-def conv_matrix_figure(conv_shared: torch.Tensor, lc_mask: torch.Tensor, dense_shape: tuple[int, int],
-                       title: str) -> plt.Figure:
-    """Three weight matrices of the same input/output size: dense (every entry free), locally connected
-    (sparse, every non-zero free) and convolution (sparse, colours = which kernel entry is copied)."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
+def conv_matrix_figure(ci: ConvIdentity) -> plt.Figure:
+    """Three weight matrices of the same input/output size (a 3×3 convolution on an 8×8 image): dense, locally
+    connected (sparse, every non-zero free) and convolution (colours: which kernel entry is copied)."""
+    shared = ci.small_shared
+    fig, axes = panel_grid(3, height=2.9)
     rng = np.random.default_rng(0)
-    axes[0].imshow(rng.standard_normal(dense_shape), cmap="RdBu", aspect="auto", interpolation="nearest")
-    axes[0].set_title("dense layer: every entry a free weight")
-    masked = np.where(lc_mask.numpy(), rng.standard_normal(lc_mask.shape), np.nan)
-    axes[1].imshow(masked, cmap="RdBu", aspect="auto", interpolation="nearest")
-    axes[1].set_title("locally connected: sparse, entries free")
-    taps = conv_shared.numpy().astype(float)
+    axes[0].imshow(rng.standard_normal(ci.small_shape), cmap="RdBu", aspect="equal", interpolation="nearest")
+    axes[0].set_title("dense")
+    mask = (shared >= 0).numpy()
+    axes[1].imshow(np.where(mask, rng.standard_normal(mask.shape), np.nan), cmap="RdBu", aspect="equal",
+                   interpolation="nearest")
+    axes[1].set_title("locally connected")
+    taps = shared.numpy().astype(float)
     n_taps = int(taps.max()) + 1
     taps[taps < 0] = np.nan
-    cmap = ListedColormap(plt.get_cmap("tab10" if n_taps <= 10 else "tab20")(np.arange(n_taps) % 20))
-    im = axes[2].imshow(taps, cmap=cmap, aspect="auto", interpolation="nearest", vmin=-0.5, vmax=n_taps - 0.5)
-    axes[2].set_title(f"convolution: same sparsity, {n_taps} shared weights")
-    fig.colorbar(im, ax=axes[2], label="kernel entry copied", ticks=range(n_taps))
+    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(n_taps) % 10))
+    axes[2].imshow(taps, cmap=cmap, aspect="equal", interpolation="nearest", vmin=-0.5, vmax=n_taps - 0.5)
+    axes[2].set_title(f"convolution ({n_taps} weights)")
     for ax in axes:
-        ax.set_xlabel("input unit (channel, row, column)")
-        ax.set_ylabel("output unit (channel, row, column)")
+        ax.set_xlabel("input pixel")
         ax.set_facecolor("white")
-    fig.suptitle(title)
-    fig.tight_layout()
+        ax.grid(False)
+    axes[0].set_ylabel("output pixel")
     return fig
 
 
-def probe_examples(probes: dict, index: int = 0) -> plt.Figure:
-    """One test image under every probe."""
-    fig, axes = plt.subplots(1, len(probes), figsize=(1.9 * len(probes), 2.3))
-    for ax, (name, d) in zip(axes, probes.items()):
-        ax.imshow(d.x[index].permute(1, 2, 0).numpy())
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
+def prior_bars(df: pd.DataFrame) -> plt.Figure:
+    """Test accuracy of the three one-layer networks per training-set size (bars: mean; dots: seeds)."""
+    d = df.assign(layer=df["model"].map(LAYER_NAMES))
+    layers = [LAYER_NAMES[m] for m in LAYER_NAMES if m in set(df["model"])]
+    ns = sorted(d["n_train"].unique())
+    fig, (ax,) = panel_grid(1, height=3.0)
+    width = 0.8 / len(layers)
+    for i, layer in enumerate(layers):
+        values = {n: d[(d["layer"] == layer) & (d["n_train"] == n)]["test_acc"].to_numpy() for n in ns}
+        bars = _bars_with_seeds(ax, ns, values, [_color(layer)] * len(ns), width=width,
+                                offset=(i - (len(layers) - 1) / 2) * width)
+        bars.set_label(layer)
+    ax.set_xticks(np.arange(len(ns)), [f"{n:,}" for n in ns])
+    ax.set_xlabel("training images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def probe_examples(probes: dict, index: int = 3) -> plt.Figure:
+    """One test image under every probe, as one strip (one panel) labelled below."""
+    imgs = [d.x[index].permute(1, 2, 0).numpy() for d in probes.values()]
+    gap = np.full((imgs[0].shape[0], 4, 3), 255, dtype=imgs[0].dtype)
+    strip = np.concatenate([x for img in imgs for x in (img, gap)][:-1], axis=1)
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 1.7))
+    ax.imshow(strip, interpolation="nearest")
+    w = imgs[0].shape[1] + 4
+    ax.set_xticks([i * w + imgs[0].shape[1] / 2 for i in range(len(imgs))], list(probes), fontsize=9)
+    ax.set_yticks([])
+    ax.grid(False)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    return fig
+
+
+def probe_bars(long: pd.DataFrame, models: list[str]) -> plt.Figure:
+    """Fraction of the above-chance accuracy each model keeps under each probe (bars: mean; dots: seeds)."""
+    probes = list(dict.fromkeys(long["probe"]))
+    fig, (ax,) = panel_grid(1, height=3.2)
+    fig.set_size_inches(PAGE_WIDTH, 3.2)
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        values = {pr: long[(long["model"] == m) & (long["probe"] == pr)]["retained"].dropna().to_numpy()
+                  for pr in probes}
+        name = RUNG_NAMES.get(m, m)
+        bars = _bars_with_seeds(ax, probes, values, [_color(name)] * len(probes), width=width,
+                                offset=(i - (len(models) - 1) / 2) * width)
+        bars.set_label(name)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(probes)), probes)
+    ax.set_ylabel("above-chance accuracy kept (%)")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(models), fontsize=9, frameon=False)
     return fig

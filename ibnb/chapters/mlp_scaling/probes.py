@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ibnb.core.data import ImageData
+from ibnb.core.image_ops import gaussian_blur
 from ibnb.core.train import evaluate
 
 
@@ -40,31 +41,16 @@ def patch_shuffle(data: ImageData, grid: int, seed: int = 0) -> ImageData:
     return replace(data, x=x.contiguous(), meta={**data.meta, "probe": f"shuffle {grid}x{grid}"})
 
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a float ``N×C×H×W`` batch (reflect padding)."""
-    k = _gaussian_kernel(sigma)
-    c, r = x.shape[1], len(k) // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 def low_pass(data: ImageData, sigma: float = 1.5) -> ImageData:
     """Gaussian blur with standard deviation ``sigma`` pixels."""
-    return _with(data, _blur(data.x.float(), sigma), f"low-pass σ={sigma:g}")
+    return _with(data, gaussian_blur(data.x.float(), sigma), f"low-pass σ={sigma:g}")
 
 
 def edges(data: ImageData, sigma: float = 0.8) -> ImageData:
     """Dark Sobel edges on a white background, normalised per image, the same in every channel."""
     x = data.x.float()
     grey = x.mean(dim=1, keepdim=True)
-    grey = _blur(grey, sigma) if sigma > 0 else grey
+    grey = gaussian_blur(grey, sigma)
     sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([sx, sx.T]).unsqueeze(1)
     grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels).norm(dim=1, keepdim=True)

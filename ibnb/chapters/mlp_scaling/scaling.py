@@ -70,6 +70,12 @@ class TwoFactorFit:
     n: int
     r2: float
     level: float = 0.95
+    ci_gap: tuple[float, float] = (float("nan"), float("nan"))  # interval of alpha_p − alpha_d
+
+    @property
+    def gap(self) -> float:
+        """``alpha_p − alpha_d`` (> 0: error falls faster with parameters than with data)."""
+        return self.alpha_p - self.alpha_d
 
 
 def fit_two_factor(p, d, y, level: float = 0.95) -> TwoFactorFit:
@@ -85,8 +91,11 @@ def fit_two_factor(p, d, y, level: float = 0.95) -> TwoFactorFit:
     cov = (resid ** 2).sum() / dof * np.linalg.inv(X.T @ X)
     half = _t(level, dof) * np.sqrt(np.diag(cov))
     r2 = 1.0 - float((resid ** 2).sum()) / float(((ly - ly.mean()) ** 2).sum())
+    gap = float(beta[2] - beta[1])  # alpha_p − alpha_d = −beta_p + beta_d
+    half_gap = _t(level, dof) * float(np.sqrt(cov[1, 1] + cov[2, 2] - 2 * cov[1, 2]))
     return TwoFactorFit(float(-beta[1]), float(-beta[2]), (float(-beta[1] - half[1]), float(-beta[1] + half[1])),
-                        (float(-beta[2] - half[2]), float(-beta[2] + half[2])), len(y), r2, level)
+                        (float(-beta[2] - half[2]), float(-beta[2] + half[2])), len(y), r2, level,
+                        (gap - half_gap, gap + half_gap))
 
 
 def pareto_frontier(df: pd.DataFrame, x: str = "train_flops", y: str = "test_error") -> pd.DataFrame:
