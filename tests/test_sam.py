@@ -6,7 +6,7 @@ import torch.nn as nn
 from ibnb.chapters.vit_sam import mixing
 from ibnb.chapters.vit_sam import sharpness
 from ibnb.core.models import create_model
-from ibnb.chapters.vit_sam.sam import SAM, frozen_bn_stats, sam_step
+from ibnb.chapters.vit_sam.sam import SAM, MixStep, SAMStep, frozen_bn_stats
 from ibnb.core.train import fit
 from ibnb.chapters.vit_sam.rollout import rollout, vit_rollout_maps
 
@@ -134,11 +134,24 @@ def test_mixup_and_cutout_are_seeded_and_correct():
     a = mixing.Mixup(alpha=1.0, num_classes=10, seed=3)(x, y)
     b = mixing.Mixup(alpha=1.0, num_classes=10, seed=3)(x, y)
     assert torch.equal(a[0], b[0]) and torch.allclose(a[1].sum(1), torch.ones(8))
-    c = mixing.Cutout(size=8, seed=0)
-    xc, yc = c(torch.ones(4, 3, 32, 32), y[:4])
-    zeros = (xc[:, 0] == 0).flatten(1).sum(1)
+    c = mixing.Cutout(size=8, seed=0, mean=(0.5,) * 3, std=(0.25,) * 3)
+    xc, yc = c(torch.ones(4, 3, 32, 32), y[:4])  # normalised 1 = pixel 0.75; the cut is mid-grey = normalised 0
+    zeros = (xc[:, 0].abs() < 1e-6).flatten(1).sum(1)
     assert torch.equal(yc, y[:4]) and (zeros > 0).all() and (zeros <= 64).all()
-    assert (xc == 0).all(dim=1).flatten(1).sum(1).equal(zeros)  # same square in every channel
+    assert (xc.abs() < 1e-6).all(dim=1).flatten(1).sum(1).equal(zeros)  # same square in every channel
+    again, _ = mixing.Cutout(size=8, seed=0, mean=(0.5,) * 3, std=(0.25,) * 3)(torch.ones(4, 3, 32, 32), y[:4])
+    assert torch.equal(xc, again)  # seeded
+
+
+def test_train_steps_are_frozen_dataclasses_keyed_by_their_fields():
+    from ibnb.core.train import step_key
+    a = SAMStep(rho=0.05, mix=mixing.Mixup(seed=1, alpha=1.0, num_classes=10))
+    assert step_key(a) == "SAMStep(rho=0.05, adaptive=False, eta=0.01, mix=Mixup(seed=1, alpha=1.0, num_classes=10), " \
+                          "label_smoothing=0.0)"
+    assert step_key(SAMStep(rho=0.1)) != step_key(SAMStep(rho=0.05)) != step_key(SAMStep(rho=0.05, adaptive=True))
+    assert step_key(MixStep(mix=mixing.Cutout(seed=0))) != step_key(MixStep(mix=mixing.Cutout(seed=1)))
+    with pytest.raises(ValueError, match="rho"):
+        SAMStep(rho=0.0)
 
 
 def test_sam_step_trains_through_fit_and_logs_sharpness():
@@ -148,7 +161,7 @@ def test_sam_step_trains_through_fit_and_logs_sharpness():
                      classes=[str(i) for i in range(10)], name="toy", mean=(0.5,) * 3, std=(0.25,) * 3)
     model = create_model("cnn", width=4, stages=2)
     hist = fit(model, data, epochs=2, batch_size=16, progress=False, device="cpu",
-               train_step=sam_step(0.05, mix=mixing.Cutout(8)), step="sam(rho=0.05,cutout)")
+               step=SAMStep(rho=0.05, mix=mixing.Cutout(size=8, mean=data.mean, std=data.std)))
     assert "train_sharpness" in hist.frame and (hist.frame["train_perturbed_loss"] > 0).all()
 
 
@@ -163,3 +176,64 @@ def test_rollout_is_row_stochastic_and_maps_are_in_unit_range():
         maps, logits = vit_rollout_maps(create_model("vit", dim=16, depth=2, heads=2, pool=pool), data)
         assert maps.shape == (4, 1, 32, 32) and logits.shape == (4, 10)
         assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+
+
+# ----------------------------------------------------------------------------- the claims audit
+def _outcome(sam_gain: float, seeds: int = 3, converged: bool = True, sharp_change: float = -0.01):
+    """A synthetic chapter-08 outcome: SAM ρ = 0.05 is ``sam_gain`` above AdamW for both models (plus seed noise)."""
+    import numpy as np
+    import pandas as pd
+
+    from ibnb.book import profiles
+    from ibnb.chapters.vit_sam import presets
+    from ibnb.chapters.vit_sam.sweep import ADAMW, Outcome, main_configs
+
+    P = profiles.resolve(presets, {"profile": "smoke", "seeds": seeds})
+    rng = np.random.default_rng(0)
+    rows, hists, sharp = [], {}, []
+    for seed in range(seeds):
+        for m in P["models"]:
+            for c in main_configs(P):
+                gain = sam_gain if c["rho"] == 0.05 else 0.0
+                rows.append(dict(model=m, seed=seed, method=c["method"], rho=c["rho"], adaptive=False, mix="none",
+                                 test_acc=0.4 + gain + 0.002 * rng.standard_normal(), converged=converged,
+                                 steps=30, grad_evals=30, wall_s=1.0, params=100, cached=False))
+                hists[m, c["method"], seed] = pd.DataFrame({"epoch": [1, 2], "train_sharpness": [0.02, 0.02 + sharp_change]})
+            for method, s in ((ADAMW, 0.2), ("sam ρ=0.05", 0.2 + sharp_change)):
+                sharp.append(dict(model=m, method=method, seed=seed, train_loss=1.0, pga_sharpness=s + 1e-3 * seed,
+                                  hessian_top=10 * s + 1e-3 * seed, converged=converged))
+    main = pd.DataFrame(rows)
+    mix = pd.DataFrame([dict(model=P["mix_model"], seed=s, method=f"{meth}+{op}", rho=r, mix=op, adaptive=False,
+                             test_acc=0.4 + 0.002 * rng.standard_normal(), converged=converged)
+                        for s in range(seeds) for op in P["mixes"] for meth, r in ((ADAMW, 0.0), ("sam ρ=0.05", 0.05))])
+    out = Outcome(main, hists, mix, pd.DataFrame(sharp), pd.DataFrame(), {}, pd.DataFrame(), None, 60, 30, 50)
+    return out, P
+
+
+def test_rho_default_claim_needs_sam_to_beat_the_base_optimiser():
+    from ibnb.chapters.vit_sam import claims_audit as A
+
+    def verdicts(out, P):
+        return {c.claim: c.verdict for c in A.claims(out, P)}
+    v = verdicts(*_outcome(+0.05))
+    rho = [k for k in v if k.startswith("ρ = 0.05 is a good default")]
+    assert len(rho) == 2 and all(v[k] == "supported" for k in rho)
+    assert v["SAM finds flatter minima: lower worst-case sharpness (ViT)"] == "supported"
+    assert v["sharpness decreases during SAM training (CNN)"] == "supported"
+    v = verdicts(*_outcome(-0.05, sharp_change=+0.01))  # SAM at ρ = 0.05 below AdamW: contradicted, however close
+    assert all(v[k] == "contradicted" for k in rho)
+    assert v["SAM finds flatter minima: lower worst-case sharpness (ViT)"] == "contradicted"
+    v = verdicts(*_outcome(+0.05, seeds=2))
+    assert all(v[k] == "not testable at this budget" for k in rho)
+    v = verdicts(*_outcome(+0.05, converged=False))
+    assert all(v[k] == "not testable at this budget" for k in rho)
+    assert v["a ViT is worse than a CNN when trained on small data"] == "not testable at this budget"
+
+
+def test_calibration_rows_carry_the_published_sam_gain_and_vit_number():
+    from ibnb.chapters.vit_sam import claims_audit as A
+
+    out, P = _outcome(+0.008)
+    cal = A.calibration(out, P)
+    assert cal[0].published == pytest.approx(0.8) and cal[0].within
+    assert cal[1].published == pytest.approx(91.38) and not cal[1].within

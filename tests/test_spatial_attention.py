@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from ibnb.book import profiles
-from ibnb.chapters.spatial_attention.attention_maps import mask_pixels, masking_accuracy, stage_maps
+from ibnb.chapters.spatial_attention import claims_audit as audit
+from ibnb.chapters.spatial_attention import presets as A
+from ibnb.chapters.spatial_attention import sweep
+from ibnb.chapters.spatial_attention.attention_maps import mask_pixels, masking_accuracy
+from ibnb.core.attention_maps import spatial_attention_maps as stage_maps
 from ibnb.core.data import DataError
-from ibnb.chapters.spatial_attention import sweep as A
 from ibnb.core.food101 import load_food101
 from ibnb.core.models import count_parameters, create_model
 
@@ -77,9 +80,15 @@ CLASSES = ["apple_pie", "baby_back_ribs", "caesar_salad"]
 
 
 @pytest.fixture
-def food_root(tmp_path) -> Path:
-    """A tiny Food-101 in torchvision's layout: food-101/images/<class>/<id>.jpg and meta/*.json, classes.txt."""
+def food_root(tmp_path, monkeypatch) -> Path:
+    """A tiny Food-101 in torchvision's layout: food-101/images/<class>/<id>.jpg and meta/*.json, classes.txt (the
+    loader's split-size check is pointed at the tiny copy's sizes)."""
     from PIL import Image
+
+    import ibnb.core.food101 as food101
+
+    monkeypatch.setattr(food101, "COUNTS", {"train": 3 * len(CLASSES), "test": 2 * len(CLASSES)})
+    monkeypatch.setattr(food101, "NUM_CLASSES", len(CLASSES))
 
     base = tmp_path / "data" / "food101" / "food-101"
     rng = np.random.default_rng(0)
@@ -118,7 +127,7 @@ def test_food101_missing_data_explains_the_fix(tmp_path):
 
 def test_food_experiment_runs_on_the_tiny_copy(food_root):
     p = profiles.resolve(A.NOTEBOOK, {"profile": "smoke", "food": True, "food_size": 16, "food_val_per_class": 1})
-    rows, hist = A.run_food(p, root=food_root)
+    rows, hist = sweep.run_food(p, root=food_root)
     assert set(rows["model"]) == {A.FOOD_PLAIN, A.FOOD_SA} and rows["n_train"].tolist() == [6, 6]
     assert (A.FOOD_SA, 0) in hist and np.isfinite(rows["test_acc"]).all()
 
@@ -131,28 +140,56 @@ def test_presets_validate():
         profiles.resolve(A.NOTEBOOK, {"seeds": 1})
     with pytest.raises(profiles.ParameterError, match="models"):
         profiles.resolve(A.NOTEBOOK, {"models": ["team_cnn_mini"]})
-    assert len(A.grid_configs(profiles.resolve(A.NOTEBOOK, {"profile": "gpu"}))) == 12
+    assert len(sweep.grid_configs(profiles.resolve(A.NOTEBOOK, {"profile": "gpu"}))) == 12
 
 
-def _fake(models, value_cols, seeds=3):
+def _outcome(cifar_acc: dict, pacs_photo: float = 0.6, seeds: int = 3, converged: bool = True, noise=0.005):
+    """A synthetic chapter-03 outcome with the given mean CIFAR-10 accuracy per model."""
     rng = np.random.default_rng(0)
-    return pd.DataFrame([dict(model=m, seed=s, **{c: v + 0.01 * rng.standard_normal() for c, v in value_cols[m].items()})
-                         for m in models for s in range(seeds)])
+    cifar = pd.DataFrame([dict(model=m, seed=s, test_acc=a + noise * rng.standard_normal(), converged=converged)
+                          for m, a in cifar_acc.items() for s in range(seeds)])
+    pacs = pd.DataFrame([dict(model=m, seed=s, test_acc=pacs_photo + noise * rng.standard_normal(),
+                              sketch_acc=0.3 + (0.05 if m == A.SA else 0) + noise * rng.standard_normal(),
+                              drop=0.3, sketch_top_share=0.5, converged=converged)
+                         for m in A.MODELS for s in range(seeds)])
+    faith = pd.DataFrame([dict(model=m, seed=s, selection=sel, fraction=f, acc=acc + noise * rng.standard_normal())
+                          for m in A.MODELS for s in range(seeds)
+                          for sel, f, acc in (("none", 0.0, 0.5), ("most-attended", 0.3, 0.3),
+                                              ("random", 0.3, 0.4), ("least-attended", 0.3, 0.45))])
+    out = sweep.Outcome(pd.DataFrame(), {}, cifar, {}, (), faith, pacs, {"photo": 0.25, "sketch": 0.2},
+                        {"train": 100, "test": 50, "sketch": 60}, None, {}, 2000, 500, 2000, 500)
+    return out, profiles.resolve(A.NOTEBOOK, {"profile": "cpu"})
+
+
+def _verdicts(out, p):
+    return {c.claim: c.verdict for c in audit.claims(out, p)}
 
 
 def test_claims_audit_verdicts_follow_the_numbers():
-    cifar = _fake(A.MODELS, {A.PLAIN: {"test_acc": 0.40}, A.DEEP: {"test_acc": 0.55}, A.SA: {"test_acc": 0.55}})
-    pacs = _fake(A.MODELS, {m: {"sketch_acc": 0.2, "drop": 0.3, "test_acc": 0.5} for m in A.MODELS})
-    audit = A.claims_audit(A.parameter_table(), cifar, pacs, None).set_index("claim (report)")["verdict"]
-    assert audit.iloc[0] == "supported"  # 1,173,197
-    assert audit.filter(like="beats the plain").iloc[0] == "supported"
-    assert audit.filter(like="not from the added depth").iloc[0].startswith("inconclusive")  # SA == deep
-    assert audit.filter(like="Food-101 plain").iloc[0].startswith("not testable")
-    food = _fake([A.FOOD_PLAIN, A.FOOD_SA], {A.FOOD_PLAIN: {"best_val_acc": 0.30, "min_val_loss": 3.2, "test_acc": 0.3},
-                                             A.FOOD_SA: {"best_val_acc": 0.44, "min_val_loss": 2.2, "test_acc": 0.44}}, 2)
-    audit = A.claims_audit(A.parameter_table(), cifar, pacs, food).set_index("claim (report)")["verdict"]
-    assert audit.filter(like="Food-101 plain").iloc[0] == "supported"
-    assert audit.filter(like="Food-101 attention").iloc[0].startswith("supported")
-    worse = _fake(A.MODELS, {A.PLAIN: {"test_acc": 0.40}, A.DEEP: {"test_acc": 0.55}, A.SA: {"test_acc": 0.50}})
-    audit = A.claims_audit(A.parameter_table(), worse, pacs, None).set_index("claim (report)")["verdict"]
-    assert audit.filter(like="not from the added depth").iloc[0] == "contradicted"
+    v = _verdicts(*_outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.55}))
+    assert v["attention Mini-ImageNet model: 1,173,197 parameters"] == "supported"
+    assert v["plain Mini-ImageNet model: 449,188 parameters"] == "contradicted"
+    assert v["(CIFAR-10 analogue) the attention model beats the plain model"] == "supported"
+    assert v["(implied) the gain comes from attention, not from the added depth"] == "inconclusive"  # SA == deep
+    assert v["Food-101 plain model: validation accuracy at most 32 %"] == "not testable at this budget"
+    assert v["hiding the most-attended pixels hurts the attention model more than hiding random ones"] == "supported"
+    sketch = "trained on photos, the attention model generalises well to sketches (PACS photo → sketch)"
+    assert v[sketch] == "supported"
+    v = _verdicts(*_outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.50}))
+    assert v["(implied) the gain comes from attention, not from the added depth"] == "contradicted"
+    v = _verdicts(*_outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.55}, seeds=2))
+    assert v["(CIFAR-10 analogue) the attention model beats the plain model"] == "not testable at this budget"
+    v = _verdicts(*_outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.55}, converged=False))
+    assert v["(CIFAR-10 analogue) the attention model beats the plain model"] == "not testable at this budget"
+
+
+def test_sketch_claim_is_gated_on_competent_photo_models():
+    out, p = _outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.55}, pacs_photo=0.24)  # below the 25 % majority rate
+    claim = [c for c in audit.claims(out, p) if "sketches" in c.claim][0]
+    assert claim.verdict == "not testable at this budget" and "majority-class rate" in claim.reason
+
+
+def test_calibration_states_the_team_numbers_and_the_missing_chapter01_row():
+    out, p = _outcome({A.PLAIN: 0.40, A.DEEP: 0.55, A.SA: 0.55})
+    cal = audit.calibration(out, p)  # no chapter 01 table in the isolated results folder
+    assert [c.published for c in cal] == [35.0, 52.5] and all(c.note == "not the same task" for c in cal)

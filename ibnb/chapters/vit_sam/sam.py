@@ -16,7 +16,7 @@ parameter groups, so learning-rate schedulers attached to the base optimiser act
 updated once per step, by the unperturbed pass only, as in plain training. Both passes normalise with the
 batch's own statistics (train mode), as in the SAM paper.
 
-**AMP.** :func:`sam_step` runs both forward passes under bf16 autocast on CUDA (disabled on CPU) and computes
+**AMP.** :class:`SAMStep` runs both forward passes under bf16 autocast on CUDA (disabled on CPU) and computes
 the loss in fp32. bf16 has fp32's exponent range, so no loss scaling is needed; the parameters and their
 gradients stay fp32, so ``ε̂`` is computed and applied in fp32. fp16 with a ``GradScaler`` is not supported
 (the first gradient would have to be unscaled before its norm is taken).
@@ -26,13 +26,14 @@ No step synchronises with the host: ``‖g‖`` stays a device tensor (``ρ/(‖
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ibnb.core.train import StepOutput, TrainStep, autocast
+from ibnb.core.train import StepOutput, autocast
 
 
 class SAM(torch.optim.Optimizer):
@@ -167,36 +168,53 @@ def _forward_backward(model, opt, x, y, mix, label_smoothing):
     return x, target, logits, loss
 
 
-def sam_step(rho: float = 0.05, adaptive: bool = False, *, eta: float = 0.01, mix=None,
-             label_smoothing: float = 0.0) -> TrainStep:
-    """A :data:`ibnb.core.train.TrainStep` doing one SAM (or ASAM) update with the optimiser that ``fit`` built as
-    the base optimiser. ``mix`` (optional) is a batch op from :mod:`ibnb.chapters.vit_sam.mixing` applied once per step (both
-    gradients see the same mixed batch). Logged terms: ``perturbed_loss`` = L(w+ε̂) on the batch and
-    ``sharpness`` = L(w+ε̂) − L(w) (the one-step estimate SAM itself uses)."""
-    wrappers: dict[int, SAM] = {}
+@dataclass(frozen=True)
+class SAMStep:
+    """One SAM (or ASAM, ``adaptive=True``) update with the optimiser that ``fit`` built as the base optimiser.
 
-    def step(model, opt, x, y, epoch):
-        sam = wrappers.get(id(opt))
+    ``mix`` (optional) is a batch op of :mod:`ibnb.chapters.vit_sam.mixing`, applied once per step (both gradients
+    see the same mixed batch). Logged terms: ``perturbed_loss`` = L(w+ε̂) on the batch and ``sharpness`` =
+    L(w+ε̂) − L(w) (the one-step estimate SAM itself uses). The fields key the run cache."""
+
+    rho: float = 0.05
+    adaptive: bool = False
+    eta: float = 0.01
+    mix: object = None
+    label_smoothing: float = 0.0
+    _wrappers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not self.rho > 0:
+            raise ValueError(f"SAMStep needs rho > 0, got {self.rho} (rho = 0 is the base optimiser: MixStep)")
+
+    def _sam(self, opt: torch.optim.Optimizer) -> SAM:
+        sam = self._wrappers.get(id(opt))
         if sam is None or sam.base_optimizer is not opt:
-            sam = wrappers[id(opt)] = SAM(opt, rho=rho, adaptive=adaptive, eta=eta)
-        x, target, logits, loss = _forward_backward(model, sam, x, y, mix, label_smoothing)
+            sam = self._wrappers[id(opt)] = SAM(opt, rho=self.rho, adaptive=self.adaptive, eta=self.eta)
+        return sam
+
+    def __call__(self, model, opt, x, y, epoch) -> StepOutput:
+        sam = self._sam(opt)
+        x, target, logits, loss = _forward_backward(model, sam, x, y, self.mix, self.label_smoothing)
         sam.first_step(zero_grad=True)
         with frozen_bn_stats(model):
             with autocast(x.device):
-                perturbed = soft_cross_entropy(model(x), target, label_smoothing)
+                perturbed = soft_cross_entropy(model(x), target, self.label_smoothing)
             perturbed.backward()
         sam.second_step(zero_grad=True)
         loss, perturbed = loss.detach(), perturbed.detach()
         return StepOutput(loss, logits.detach(), {"perturbed_loss": perturbed, "sharpness": perturbed - loss})
 
-    return step
 
+@dataclass(frozen=True)
+class MixStep:
+    """The ordinary one-gradient update with a batch op of :mod:`ibnb.chapters.vit_sam.mixing` (the baseline that
+    :class:`SAMStep` with the same ``mix`` is compared with)."""
 
-def plain_step(*, mix=None, label_smoothing: float = 0.0) -> TrainStep:
-    """The ordinary one-gradient update (like ``ibnb.core.train.cross_entropy_step``) with an optional batch op
-    from :mod:`ibnb.chapters.vit_sam.mixing`; the baseline that :func:`sam_step` is compared with."""
-    def step(model, opt, x, y, epoch):
-        _, _, logits, loss = _forward_backward(model, opt, x, y, mix, label_smoothing)
+    mix: object = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, model, opt, x, y, epoch) -> StepOutput:
+        _, _, logits, loss = _forward_backward(model, opt, x, y, self.mix, self.label_smoothing)
         opt.step()
         return StepOutput(loss.detach(), logits.detach())
-    return step

@@ -1,0 +1,61 @@
+"""Chapter 08's knobs per profile (``smoke`` / ``cpu`` / ``gpu``) and their validation.
+
+Training settings are named like :class:`ibnb.core.train.TrainConfig` fields (``epochs``, ``batch_size``,
+``optimizer``, ``lr``, ``weight_decay``, ``schedule``, ``augment``, ``compile``) and become one config per run with
+``TrainConfig.from_params(P, epochs=..., seed=...)``; SAM, ASAM and the batch operations are train steps
+(:mod:`ibnb.chapters.vit_sam.sam`) whose fields key the run cache.
+"""
+from __future__ import annotations
+
+from ibnb.book.profiles import require
+from ibnb.core.data import DATASETS
+from ibnb.core.models import list_models
+
+NOTEBOOK = "08_vit_sam"
+#: the chapter whose results table the size sweep reads (data, not code: no chapter imports another)
+ARCH_NOTEBOOK = "01_architectures"
+LABELS = {"cnn": "CNN", "vit": "ViT", "resnet18": "ResNet-18", "cnn_sa": "CNN+SA"}
+
+_SMALL = {"cnn": {"width": 8}, "vit": {"dim": 48, "depth": 2, "heads": 3}, "cnn_sa": {"width": 8}}
+_TINY = {"cnn": {"width": 4}, "vit": {"dim": 16, "depth": 1, "heads": 2}, "cnn_sa": {"width": 4}}
+_FULL = {"cnn": {"width": 64}, "vit": {"dim": 256, "depth": 6, "heads": 8}, "resnet18": {"width": 64},
+         "cnn_sa": {"width": 64}}
+
+_COMMON = dict(dataset="cifar10", optimizer="adamw", schedule="cosine", augment="none", mixup_alpha=1.0,
+               cutout_size=8, mixes=["mixup", "cutout"], pga_steps=5, sharp_rho=0.05, mix_rho=0.05,
+               asam_rho=0.0, sa_model="cnn_sa", slice_range=1.0, device="auto", compile=False)
+PRESETS = {
+    "smoke": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _TINY, "n_per_class": 6, "val_per_class": 3,
+              "test_per_class": 5, "epochs": 1, "batch_size": 16, "seeds": 2, "lr": 2e-3, "weight_decay": 0.05,
+              "rhos": [0.02, 0.05, 0.1, 0.2], "mix_model": "vit", "sharp_n": 16, "hessian_iters": 3,
+              "slice_points": 5, "rollout_images": 2, "search_trials": 2, "search_epochs": 1,
+              "search_model": "cnn", "arch_profile": "cpu"},
+    "cpu": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _SMALL, "n_per_class": 64, "val_per_class": 50,
+            "test_per_class": 100, "epochs": 6, "batch_size": 64, "seeds": 2, "lr": 2e-3, "weight_decay": 0.05,
+            "rhos": [0.02, 0.05, 0.1, 0.2], "mix_model": "vit", "sharp_n": 128, "hessian_iters": 10,
+            "slice_points": 21, "rollout_images": 4, "search_trials": 4, "search_epochs": 4,
+            "search_model": "vit", "arch_profile": "cpu"},
+    "gpu": {**_COMMON, "models": ["resnet18", "vit"], "model_kw": _FULL, "n_per_class": 0, "val_per_class": 500,
+            "test_per_class": 0, "epochs": 50, "batch_size": 256, "seeds": 3, "lr": 1e-3, "weight_decay": 0.05,
+            "rhos": [0.02, 0.05, 0.1, 0.2, 0.5], "asam_rho": 1.0, "mix_model": "vit", "sharp_n": 2000,
+            "hessian_iters": 50, "slice_points": 41, "rollout_images": 6, "search_trials": 30,
+            "search_epochs": 30, "search_model": "vit", "arch_profile": "gpu"},
+}
+
+
+def validate(p: dict) -> None:
+    """Fail with a clear message on an inconsistent set of resolved parameters."""
+    known = set(list_models())
+    require(set(p["models"]) <= known and p["sa_model"] in known, "unknown model name")
+    require("vit" in p["models"] and len(p["models"]) == 2,
+            "models: one convolutional model and 'vit' (the chapter compares the two)")
+    require(p["models"][0] != "vit", "models: the convolutional model first, then 'vit'")
+    require(set(p["model_kw"]) >= set(p["models"]) | {p["sa_model"]}, "model_kw needs every model and sa_model")
+    require(p["mix_model"] in p["models"] and p["search_model"] in p["models"], "mix/search model must be in models")
+    require(p["dataset"] in DATASETS, f"unknown dataset {p['dataset']!r}")
+    require(len(p["rhos"]) >= 1 and all(r > 0 for r in p["rhos"]), "rhos: positive values")
+    require(p["sharp_rho"] in p["rhos"] and p["mix_rho"] in p["rhos"], "sharp_rho and mix_rho must be in rhos")
+    require(set(p["mixes"]) <= {"mixup", "cutout"}, "mixes: mixup and/or cutout")
+    require(min(p["epochs"], p["batch_size"], p["seeds"], p["search_epochs"]) >= 1, "epochs/batch/seeds >= 1")
+    require(p["n_per_class"] >= 0 and p["val_per_class"] >= 1 and p["test_per_class"] >= 0, "split sizes")
+    require(p["slice_points"] >= 3 and p["hessian_iters"] >= 1 and p["pga_steps"] >= 0, "measurement sizes")
