@@ -1,19 +1,30 @@
-"""Chapter 04: calibration metrics and temperature scaling, TTA ops, corruptions, ensembles, GPS, presets."""
+"""Chapter 04: calibration metrics and temperature scaling, TTA ops, corruptions, ensembles, GPS, presets, and the
+claims audit (verdicts that flip when the data flip)."""
 from __future__ import annotations
 
+import importlib
 import math
+from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-import ibnb.chapters.tta.sweep as A  # registers the chapter's presets
-from ibnb.core import metrics as cal
 from ibnb.book import profiles
-from ibnb.core.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted
+from ibnb.book.claims import CONTRADICTED, NOT_TESTABLE, SUPPORTED
+from ibnb.chapters.tta import presets
+from ibnb.chapters.tta.banks import member_subsets
 from ibnb.chapters.tta.ensembles import combine, prediction_bank
 from ibnb.chapters.tta.gps import greedy_policy_search, greedy_step, policy_loss
+from ibnb.chapters.tta.policies import CROP_FLIP, random_pool
+from ibnb.core import metrics as cal
+from ibnb.core.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted
+from ibnb.core.image_ops import OPS, apply_op
 from ibnb.core.models import create_model
-from ibnb.chapters.tta.policies import CROP_FLIP, OPS, apply_op, random_pool
+
+# the package exposes the contract function audit(); the module of the same name holds the claims
+tta_audit = importlib.import_module("ibnb.chapters.tta.audit")
 
 from conftest import toy_data
 
@@ -168,17 +179,86 @@ def test_prediction_bank_is_reproducible_and_combine_averages_probabilities():
 # ----------------------------------------------------------------------------- presets
 def test_presets_resolve_and_validate():
     for prof in profiles.PROFILES:
-        p = profiles.resolve(A.NOTEBOOK, {"profile": prof})
+        p = profiles.resolve(presets, {"profile": prof})
         assert p["corrupt_samples"] in p["tta_samples"]
-    assert profiles.resolve(A.NOTEBOOK, {"profile": "cpu"})["members"] >= 5
+        assert p["device"] != "auto"  # resolved once, by resolve()
+    assert profiles.resolve(presets, {"profile": "cpu"})["members"] >= 5
     with pytest.raises(profiles.ParameterError, match="tta_samples"):
-        profiles.resolve(A.NOTEBOOK, {"tta_samples": [2, 4]})
+        profiles.resolve(presets, {"tta_samples": [2, 4]})
     with pytest.raises(profiles.ParameterError, match="corruptions"):
-        profiles.resolve(A.NOTEBOOK, {"corruptions": ["fog"]})
+        profiles.resolve(presets, {"corruptions": ["fog"]})
+    assert profiles.presets(presets.NOTEBOOK) == profiles.presets(presets)  # the page map points here
 
 
 def test_member_subsets():
-    assert A.member_subsets(5, 1, 3) == [(0,), (1,), (2,), (3,), (4,)]
-    assert A.member_subsets(5, 5, 3) == [(0, 1, 2, 3, 4)]
-    subs = A.member_subsets(5, 2, 3, seed=0)
-    assert len(subs) == 3 and len(set(subs)) == 3 and subs == A.member_subsets(5, 2, 3, seed=0)
+    assert member_subsets(5, 1, 3) == [(0,), (1,), (2,), (3,), (4,)]
+    assert member_subsets(5, 5, 3) == [(0, 1, 2, 3, 4)]
+    subs = member_subsets(5, 2, 3, seed=0)
+    assert len(subs) == 3 and len(set(subs)) == 3 and subs == member_subsets(5, 2, 3, seed=0)
+
+
+# ----------------------------------------------------------------------------- claims audit
+P_FAKE = dict(members=5, tta_samples=[1, 4], corrupt_samples=4, metta_views=[1, 4], model="cnn", epochs=12)
+
+
+def _fake_outcome(tta_gain: float, converged=(True,) * 5, noise: float = 0.002, seed: int = 0):
+    """A score grid for 5 members and their full ensemble in which crop+flip (4 views) changes the calibrated NLL
+    by ``-tta_gain`` nats against the central view (plus per-member noise); GPS equals crop+flip."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    preds = [("central", 1), ("crop+flip", 1), ("crop+flip", 4), ("GPS", 4), ("GPS (accuracy criterion)", 4)]
+    units = [(1, i, str(i)) for i in range(5)] + [(5, 0, "0+1+2+3+4")]
+    for k, subset, members in units:
+        base = 1.5 - 0.1 * (k > 1) + rng.normal(0, 0.01)
+        for method, m in preds:
+            shift = -tta_gain if method != "central" and m == 4 else 0.0
+            for domain, sev in (("clean", 0), ("gaussian_noise", 3)):
+                cnll = base + shift + rng.normal(0, noise) + 0.5 * (domain != "clean")
+                rows.append(dict(domain=domain, severity=sev, method=method, m=m, k=k, subset=subset, members=members,
+                                 acc=0.45 - shift / 10, nll=cnll + 0.05 * (method == "central"), cnll=cnll))
+    members = pd.DataFrame({"seed": range(5), "converged": list(converged)})
+    metta = pd.DataFrame([dict(experiment="metta", encoder="trained", seed=s, features=f, views=v, test_acc=a,
+                               converged=True)
+                          for s in range(2) for f, v, a in (("central", 1, 0.40), ("mean over views", 4, 0.42))])
+    member_rows = pd.DataFrame(dict(experiment="member", seed=range(5), test_acc=0.45, params=19_954, n_train=5000,
+                                    converged=list(converged)))
+    return SimpleNamespace(grid=pd.DataFrame(rows), members=members, df=pd.concat([member_rows, metta]),
+                           banks=SimpleNamespace(timings={"test bank: GPS": 1.1, "test bank: crop+flip": 1.0}))
+
+
+def test_audit_verdicts_flip_with_the_data():
+    better = tta_audit.keyed_claims(_fake_outcome(0.03), P_FAKE)
+    assert better["tta_single"].verdict == SUPPORTED and better["tta_single"].n_seeds == 5
+    assert better["tta_single"].mean == pytest.approx(-30, abs=3)  # millinats
+    assert "millinats, n = 5" in better["tta_single"].measurement
+    worse = tta_audit.keyed_claims(_fake_outcome(-0.03), P_FAKE)
+    assert worse["tta_single"].verdict == CONTRADICTED
+    # one member that did not pass its convergence check: no verdict
+    unconv = tta_audit.keyed_claims(_fake_outcome(0.03, converged=(True,) * 4 + (False,)), P_FAKE)
+    assert unconv["tta_single"].verdict == NOT_TESTABLE and "convergence" in unconv["tta_single"].reason
+
+
+def test_audit_ensemble_and_gps_rows_are_not_testable_with_their_reasons():
+    c = tta_audit.keyed_claims(_fake_outcome(0.03), P_FAKE)
+    assert c["tta_ens"].verdict == NOT_TESTABLE and "one ensemble of 5" in c["tta_ens"].reason
+    assert c["tta_ens"].n_seeds == 1  # the measurement is still reported
+    for key in ("gin_single", "gin_ens", "gout_single", "gout_ens", "crit_single", "crit_ens"):
+        assert c[key].verdict == NOT_TESTABLE and "RandAugment" in c[key].reason, key
+    assert c["metta"].verdict == NOT_TESTABLE  # two encoders
+    assert c["cost"].verdict == SUPPORTED and "deterministic" in c["cost"].reason
+
+
+def test_ranking_flips_counts_pairs_ordered_differently():
+    out = _fake_outcome(0.03)
+    e = tta_audit.ranking_flips(out)
+    assert e.n == 5 and 0 <= e.mean <= 100
+    same = _fake_outcome(0.03)
+    same.grid["nll"] = same.grid["cnll"]  # raw NLL = calibrated NLL: no pair flips
+    assert tta_audit.ranking_flips(same).mean == 0
+
+
+def test_calibration_rows_compare_members_with_the_paper():
+    rows = tta_audit.calibration(_fake_outcome(0.03), P_FAKE)
+    assert [r.published for r in rows] == [tta_audit.ANCHORS[k] for k in ("single_acc", "ens_acc", "single_cnll",
+                                                                           "ens_cnll")]
+    assert rows[0].ours.n == 5 and rows[0].ours.mean == pytest.approx(45.0) and not rows[0].within

@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ibnb.core.metrics import log_mean_prob
 from ibnb.core.data import ImageData
+from ibnb.core.metrics import log_mean_prob
+from ibnb.core.train import autocast
 
 View = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # float [0,1] batch, generator -> batch
 
@@ -29,10 +30,6 @@ def view_generator(device: torch.device, *key) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
     return g
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _head(model: nn.Module) -> nn.Module:
@@ -69,7 +66,7 @@ def predict(model: nn.Module, data: ImageData, view: View | None = None, *, gene
             if view is not None:
                 x = view(x, generator)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with autocast(device):
                 logits = model(x)
             out.append(captured.pop().float() if features else logits.float().log_softmax(-1))
     finally:

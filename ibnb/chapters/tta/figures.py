@@ -1,11 +1,15 @@
 """Figures of the test-time-augmentation chapter: metric curves over TTA samples / ensemble size, corrupted
-sets, reliability diagrams, GPS traces, MeTTA probes and image grids. Every axis is labelled with its unit."""
+sets, reliability diagrams, GPS traces, MeTTA probes and image grids. Every axis is labelled with its unit; every
+figure is page-wide (:data:`ibnb.core.plots.PAGE_WIDTH`) with at most three panels per row. Error bars are one
+standard deviation over the members (or member subsets) behind a point, as the captions say."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+
+from ibnb.core.plots import PAGE_WIDTH, panel_grid
 
 METHOD_STYLE = {"central": dict(color="#444444", marker="s"), "crop+flip": dict(color="#1f77b4", marker="o"),
                 "GPS": dict(color="#d62728", marker="^"), "GPS (accuracy criterion)": dict(color="#ff7f0e", marker="v")}
@@ -41,7 +45,7 @@ def curves(grid: pd.DataFrame, *, x: str, panels: list[tuple[str, pd.Series]], m
     """One row per metric, one column per panel (``(title, boolean mask of grid)``); a line per method,
     mean ± std over the member subsets (or members) in the panel."""
     methods = methods or [m for m in METHOD_STYLE if m in set(grid["method"])]
-    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(4.6 * len(panels), 3.3 * len(metrics)),
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(PAGE_WIDTH, 2.6 * len(metrics)),
                              squeeze=False, sharex="col")
     for j, (ptitle, mask) in enumerate(panels):
         sub = grid[mask.reindex(grid.index)]  # masks may be built on a superset of grid
@@ -60,15 +64,14 @@ def curves(grid: pd.DataFrame, *, x: str, panels: list[tuple[str, pd.Series]], m
             else:
                 ax.set_xticks(sorted(sub[x].unique()))
             if i == 0:
-                ax.set_title(ptitle, fontsize=10)
+                ax.set_title(ptitle)
             if i == len(metrics) - 1:
                 ax.set_xlabel(xlabel or x)
             if j == 0:
                 ax.set_ylabel(METRIC_LABEL[metric])
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -86,40 +89,56 @@ def severity_curves(grid: pd.DataFrame, k_values: list[int], m: int, metrics=("e
     return fig
 
 
-def corruption_bars(grid: pd.DataFrame, k: int, m: int, metric: str = "cnll") -> plt.Figure:
-    """Per corruption (mean over severities) and on clean data: the change of ``metric`` against the central
-    prediction of the same members, one bar per TTA method (mean ± std over member subsets), ensemble size
-    ``k``, ``m`` views per member."""
+def corruption_bars(grid: pd.DataFrame, k: int, m: int, metrics=("cnll", "err")) -> plt.Figure:
+    """Per corruption (mean over severities) and on clean data: the change of each metric (one row per metric)
+    against the central prediction of the same members, one bar per TTA method (mean ± std over member subsets),
+    ensemble size ``k``, ``m`` views per member."""
     g = grid[(grid["k"] == k) & ((grid["m"] == m) | (grid["method"] == "central"))
              & (grid["method"] != "GPS (accuracy criterion)")]
-    per = g.assign(v=_value(g, metric)).groupby(["domain", "subset", "method"])["v"].mean().unstack("method")
-    methods = [mm for mm in METHOD_STYLE if mm in per.columns and mm != "central"]
-    diff = per[methods].sub(per["central"], axis=0).stack().rename("d").reset_index()
-    d = diff.groupby(["domain", "method"])["d"].agg(["mean", "std"]).reset_index().fillna({"std": 0.0})
     domains = ["clean"] + [c for c in dict.fromkeys(g["domain"]) if c != "clean"]
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(1.0 * len(domains) + 2.5, 3.4))
-    for i, method in enumerate(methods):
-        e = d[d["method"] == method].set_index("domain").reindex(domains)
-        ax.bar(np.arange(len(domains)) + (i - (len(methods) - 1) / 2) * width, e["mean"], width, yerr=e["std"],
-               capsize=2, label=method, color=METHOD_STYLE[method]["color"])
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(domains)), [s.replace("_", "\n") for s in domains], fontsize=8)
-    unit = METRIC_LABEL[metric].split("(")[-1].rstrip(")")
-    ax.set_ylabel(f"Δ {METRIC_LABEL[metric].split(' (')[0]} vs central ({'points' if unit == '%' else unit})")
-    who = "single model" if k == 1 else f"ensemble of {k}"
-    ax.set_title(f"{who}, {m} views per member minus central; corrupted sets: mean over severities", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(PAGE_WIDTH, 2.7 * len(metrics)), squeeze=False, sharex=True)
+    for ax, metric in zip(axes[:, 0], metrics):
+        per = g.assign(v=_value(g, metric)).groupby(["domain", "subset", "method"])["v"].mean().unstack("method")
+        methods = [mm for mm in METHOD_STYLE if mm in per.columns and mm != "central"]
+        diff = per[methods].sub(per["central"], axis=0).stack().rename("d").reset_index()
+        d = diff.groupby(["domain", "method"])["d"].agg(["mean", "std"]).reset_index().fillna({"std": 0.0})
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            e = d[d["method"] == method].set_index("domain").reindex(domains)
+            ax.bar(np.arange(len(domains)) + (i - (len(methods) - 1) / 2) * width, e["mean"], width,
+                   yerr=e["std"], capsize=2, label=method, color=METHOD_STYLE[method]["color"])
+        ax.axhline(0, color="k", lw=0.8)
+        unit = METRIC_LABEL[metric].split("(")[-1].rstrip(")")
+        ax.set_ylabel(f"Δ {METRIC_LABEL[metric].split(' (')[0]}\n({'points' if unit == '%' else unit})")
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xticks(np.arange(len(domains)), [s.replace("_", "\n") for s in domains])
+    axes[0, 0].legend()
     return fig
+
+
+def ensemble_size_curves(grid: pd.DataFrame, S: int, sc: int) -> plt.Figure:
+    """Error and calibrated NLL against the ensemble size k: clean test set with ``S`` views per member, and the
+    mean over the corrupted sets with ``sc`` views (central: one view); mean ± std over member subsets."""
+    g = grid[grid["method"] != "GPS (accuracy criterion)"]
+    clean = g[g["domain"] == "clean"]
+    corr = g[g["domain"] != "clean"].groupby(["k", "subset", "method", "m"], as_index=False)[
+        ["acc", "nll", "cnll", "ece"]].mean()
+    keep = lambda d, m: d[(d["m"] == m) | (d["method"] == "central")]  # noqa: E731
+    both = pd.concat([keep(clean, S).assign(panel="clean"), keep(corr, sc).assign(panel="corrupted")],
+                     ignore_index=True)
+    return curves(both, x="k", xlabel="ensemble members, k",
+                  panels=[(f"clean test set, {S} views", both["panel"] == "clean"),
+                          (f"corrupted sets (mean), {sc} views", both["panel"] == "corrupted")])
 
 
 def reliability_diagrams(items: list[tuple[str, dict]]) -> plt.Figure:
     """Reliability diagrams: per item (title, :func:`ibnb.core.metrics.reliability` output) accuracy vs
     confidence per bin, with the diagonal of perfect calibration."""
-    fig, axes = plt.subplots(1, len(items), figsize=(3.4 * len(items), 3.4), squeeze=False)
-    for ax, (title, r) in zip(axes[0], items):
+    cols = 2 if len(items) == 4 else min(3, len(items))
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH * (0.75 if cols == 2 else 1), 2.9 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (title, r) in zip(axes.flat, items):
         edges = r["edges"].cpu().numpy()
         acc, conf, cnt = (r[k].cpu().numpy() for k in ("accuracy", "confidence", "count"))
         centers = (edges[:-1] + edges[1:]) / 2
@@ -129,34 +148,34 @@ def reliability_diagrams(items: list[tuple[str, dict]]) -> plt.Figure:
         ax.plot([0, 100], [0, 100], "k--", lw=1)
         ax.set_xlim(0, 100)
         ax.set_ylim(0, 100)
-        ax.set_xlabel("confidence (%)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9.5)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    axes[0][0].legend(loc="upper left", fontsize=8)
     return fig
 
 
 def gps_traces(traces: dict[str, list[float]], labels: dict[str, str]) -> plt.Figure:
     """The search criterion on the validation set after each greedy step, one panel per criterion."""
-    fig, axes = plt.subplots(1, len(traces), figsize=(4.4 * len(traces), 3.2), squeeze=False)
-    for ax, (method, trace) in zip(axes[0], traces.items()):
+    fig, axes = panel_grid(len(traces), height=2.8)
+    for ax, (method, trace) in zip(axes, traces.items()):
         y = np.asarray(trace) * (100 if "accuracy" in method else 1)
         ax.plot(np.arange(1, len(y) + 1), y, marker="o", color=METHOD_STYLE[method]["color"])
         ax.set_xlabel("policy size (sub-policies)")
         ax.set_ylabel(labels[method])
-        ax.set_title(method, fontsize=10)
+        ax.set_title(method)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
-def image_grid(rows: list[tuple[str, torch.Tensor]], col_titles: list[str] | None = None,
-               scale: float = 1.1) -> plt.Figure:
-    """A grid of images: each row is (label, float [0,1] or uint8 batch ``n×C×H×W``)."""
+def image_grid(rows: list[tuple[str, torch.Tensor]], col_titles: list[str] | None = None) -> plt.Figure:
+    """A page-wide grid of images: each row is (label, float [0,1] or uint8 batch ``n×C×H×W``)."""
     n = max(len(x) for _, x in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n + 1.8, scale * len(rows) + 0.4), squeeze=False)
+    side = min(0.95, (PAGE_WIDTH - 1.8) / n)
+    fig, axes = plt.subplots(len(rows), n, figsize=(side * n + 1.8, side * len(rows) + 0.4), squeeze=False)
     for i, (label, x) in enumerate(rows):
         x = x.float() / 255 if x.dtype == torch.uint8 else x
         for j in range(n):
@@ -168,16 +187,15 @@ def image_grid(rows: list[tuple[str, torch.Tensor]], col_titles: list[str] | Non
             if j < len(x):
                 ax.imshow(x[j].clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
             if i == 0 and col_titles:
-                ax.set_title(col_titles[j], fontsize=7)
-        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
+                ax.set_title(col_titles[j], fontsize=8)
+        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     return fig
 
 
 def metta_plot(metta_df: pd.DataFrame) -> plt.Figure:
     """Left: probe accuracy vs number of views (mean features) with the central-feature level; right: the
     interpolation (1 − a)·mean + a·central. Mean ± std over encoders of each kind."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    fig, axes = panel_grid(2, height=3.0)
     colors = {"trained": "#d62728", "untrained": "#7f7f7f"}
     for kind, d in metta_df.groupby("encoder", sort=False):
         c = colors.get(kind)
@@ -194,11 +212,10 @@ def metta_plot(metta_df: pd.DataFrame) -> plt.Figure:
     axes[0].minorticks_off()
     axes[0].set_xlabel("views averaged, N (log scale)")
     axes[0].set_ylabel("linear-probe test accuracy (%)")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=8)
     axes[1].set_xlabel("a in (1 − a)·mean + a·central")
     axes[1].set_ylabel("linear-probe test accuracy (%)")
-    axes[1].legend(fontsize=7, title="encoder")
+    axes[1].legend(fontsize=8, title="encoder")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig

@@ -1,18 +1,10 @@
-"""Test-time augmentation ops with magnitudes, as batched tensor ops on the device.
+"""Test-time sub-policies: short sequences of magnitude ops (:data:`ibnb.core.image_ops.OPS`, applied with
+:func:`ibnb.core.image_ops.apply_op` as batched tensor ops on the device), optionally followed by the random
+crop+flip the ensemble members were trained with.
 
-Every op has the signature ``op(x, m, g) -> x`` for float images ``x`` in ``[0, 1]`` of shape ``N×C×H×W`` (on
-any device), a magnitude ``m`` in ``[-1, 1]`` (signed ops: the sign picks the direction) or ``[0, 1]``
-(unsigned ops: only ``|m|`` counts), and a ``torch.Generator`` on ``x``'s device for the ops with a random
-part (crop offset, cutout position): the same generator state gives the same output. ``m = 0`` is the
-identity for every op except ``flip`` and ``autocontrast``, which have no magnitude.
-
-Geometric ops (rotate, shear, translate) build one affine matrix and resample with
-``affine_grid``/``grid_sample`` (bilinear, black outside the image, like the zero-padded crops used in
-training). Photometric ops follow PIL's ``ImageEnhance`` definitions (blend with a degenerate image).
-
-A :class:`SubPolicy` is a short sequence of ``(op, magnitude)`` pairs, optionally followed by the random
-crop+flip the ensemble members were trained with; :func:`random_pool` samples the pool that Greedy Policy
-Search chooses from.
+A :class:`SubPolicy` is one test-time view of a batch; :data:`CENTRAL` is the image itself and :data:`CROP_FLIP`
+the training augmentation; :func:`random_pool` samples the pool (ops :data:`POOL_OPS`) that Greedy Policy Search
+chooses from. The same ``torch.Generator`` state gives the same views.
 """
 from __future__ import annotations
 
