@@ -1,16 +1,28 @@
 """Self-supervised losses against slow loop re-computations of their formulas; invariances that make each
-term zero; collapse penalised; whitening; augmentation and pretraining plumbing."""
+term zero; collapse penalised; whitening; views, the frozen-dataclass train step and cached pretraining; the
+claims audit (the raw-pixel gate flips a decided verdict to "not testable" when the encoder falls below pixels)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
+import pandas as pd
 import pytest
 import torch
 
+from ibnb.book import profiles
+from ibnb.book.claims import NOT_TESTABLE, SUPPORTED
+from ibnb.chapters.self_supervised import claims_audit as A
 from ibnb.chapters.self_supervised import method as ssl
-from ibnb.core.data import ImageData
-from ibnb.core.models import count_parameters, create_model
+from ibnb.chapters.self_supervised import presets
 from ibnb.chapters.self_supervised.losses import barlow_twins, vicreg, whiten, wmse
+from ibnb.chapters.self_supervised.views import RECIPES, ViewAugment
+from ibnb.core.data import ImageData
+from ibnb.core.image_ops import colour_jitter, grey, resized_crop_flip
+from ibnb.core.metrics import extract_features, knn_accuracy, linear_probe
+from ibnb.core.models import count_parameters, create_model
+from ibnb.core.models.ssl import SSLNet
+from ibnb.core.train import TrainConfig, fit
 
 
 def _rand(n=12, d=5, seed=0, scale=1.0):
@@ -142,7 +154,8 @@ def test_collapsed_embedding_is_penalised():
     z1, z2 = _rand(n=64, d=8, seed=6, scale=2.0)
     const = torch.ones(64, 8, dtype=torch.float64) * 0.5
     vic_const, vic_rand = vicreg(const, const), vicreg(z1, z1 + 0.01 * z2)
-    # a constant embedding has zero invariance loss but pays the full variance hinge: 2·μ·γ = 50
+    # a constant embedding has zero invariance loss but pays the full variance hinge on both views:
+    # v = 2·(γ − √ε) unweighted (μ·v ≈ 50 in the loss)
     assert vic_const["invariance"].item() == 0.0
     assert vic_const["variance"].item() == pytest.approx(2 * (1 - math.sqrt(1e-4)), rel=1e-9)
     assert vic_const["loss"].item() > vic_rand["loss"].item()
@@ -158,11 +171,11 @@ def test_n1_parameter_count_next_to_the_study():
     assert model.features(torch.randn(2, 3, 32, 32)).shape == (2, 256)
 
 
-@pytest.mark.parametrize("recipe", list(ssl.RECIPES))
+@pytest.mark.parametrize("recipe", list(RECIPES))
 def test_views_are_seeded_and_differ(recipe):
     x = torch.randn(8, 3, 32, 32)
-    a = ssl.ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
-    b = ssl.ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
+    a = ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
+    b = ViewAugment(recipe, (0.5,) * 3, (0.25,) * 3, seed=1)
     v1, v2 = a(x), a(x)
     assert v1.shape == x.shape and torch.isfinite(v1).all()
     assert torch.equal(v1, b(x))  # same seed, same views
@@ -175,7 +188,7 @@ def test_full_crop_without_flip_is_identity():
     x = torch.rand(4, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
     # scale (1, 1) and aspect 1: the crop is the whole image; flips are the only change
-    out = ssl.resized_crop_flip(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = resized_crop_flip(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
     same = [(torch.allclose(o, i, atol=1e-5) or torch.allclose(o, i.flip(2), atol=1e-5)) for o, i in zip(out, x)]
     assert all(same)
 
@@ -192,71 +205,148 @@ def test_knn_and_linear_probe_on_separable_features():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(200) % 4
     f = torch.nn.functional.one_hot(y, 4).float() * 5 + torch.randn(200, 4, generator=g)
-    assert ssl.knn_accuracy(f[:100], y[:100], f[100:], y[100:], num_classes=4, k=5) > 0.95
-    res = ssl.linear_probe(f[:100], y[:100], f[100:], y[100:], num_classes=4, epochs=20, batch_size=32)
+    assert knn_accuracy(f[:100], y[:100], f[100:], y[100:], num_classes=4, k=5) > 0.95
+    res = linear_probe(f[:100], y[:100], f[100:], y[100:], num_classes=4, epochs=20, batch_size=32)
     assert res["top1"] > 0.95 and res["top5"] == 1.0
     # permuted labels: the probe cannot beat chance by much
-    res = ssl.linear_probe(f[:100], y[:100][torch.randperm(100, generator=g)], f[100:], y[100:], num_classes=4)
+    res = linear_probe(f[:100], y[:100][torch.randperm(100, generator=g)], f[100:], y[100:], num_classes=4)
     assert res["top1"] < 0.6
+
+
+def _toy(seed=0, n=64):
+    g = torch.Generator().manual_seed(seed)
+    return ImageData(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 4,
+                     list("abcd"), "toy", (0.5,) * 3, (0.25,) * 3)
+
+
+def test_ssl_step_is_a_frozen_dataclass_keyed_by_its_fields():
+    views = ViewAugment("study", (0.5,) * 3, (0.25,) * 3, seed=1)
+    a = ssl.SSLStep("vicreg", views, 2, {"mu": 25.0, "lam": 25.0})
+    b = ssl.SSLStep("vicreg", views, 2, {"lam": 25.0, "mu": 25.0})
+    assert repr(a) == repr(b) and "lam" in repr(a) and "recipe='study'" in repr(a)  # dict order does not matter
+    assert repr(a) != repr(ssl.SSLStep("vicreg", views, 2, {"lam": 25.0, "mu": 5.0}))
+    assert repr(a) != repr(ssl.SSLStep("vicreg", ViewAugment("standard", (0.5,) * 3, (0.25,) * 3, seed=1), 2,
+                                       {"lam": 25.0, "mu": 25.0}))
+    with pytest.raises(AttributeError):
+        a.method = "wmse"
 
 
 @pytest.mark.parametrize("method", ["vicreg", "barlow_twins", "wmse"])
 def test_pretraining_logs_terms_and_caches(method):
-    g = torch.Generator().manual_seed(0)
-    data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(64) % 4,
-                     list("abcd"), "toy", (0.5,) * 3, (0.25,) * 3)
-    kw = dict(backbone_kw={"width": 2}, projector_dims=(32, 8), epochs=2, batch_size=32, device="cpu")
-    model, hist, cached = ssl.pretrain_or_load(method, data, **kw)
+    data, val = _toy(0), _toy(1, 16)
+    cfg = TrainConfig(epochs=2, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.0)
+    kw = dict(config=cfg, backbone_kw={"width": 2}, projector_dims=(32, 8), device="cpu")
+    model, hist, cached = ssl.pretrain_or_load(method, data, val, **kw)
     terms = {"vicreg": ["invariance", "variance", "covariance"], "barlow_twins": ["on_diagonal", "off_diagonal"],
              "wmse": ["alignment"]}[method]
     for t in terms + ["std", "erank", "online_probe"]:
         assert f"train_{t}" in hist.frame and hist.frame[f"train_{t}"].notna().all()
+    assert "val_acc" in hist.frame  # the online probe is validated each epoch
+    assert f"SSLStep(method='{method}'" in hist.config["step"]
+    assert {"converged", "convergence"} <= set(hist.columns())
     assert not cached
-    again, _, cached = ssl.pretrain_or_load(method, data, **kw)
+    again, _, cached = ssl.pretrain_or_load(method, data, val, **kw)
     assert cached
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    f = ssl.extract_features(model.encoder, data)
+    _, _, cached = ssl.pretrain_or_load(method, data, val, **{**kw, "config": TrainConfig(**{**cfg.__dict__, "lr": 2e-3})})
+    assert not cached  # another learning rate is another run
+    with torch.no_grad():
+        f = extract_features(model.encoder, data)
     assert f.shape == (64, 16)
+    with pytest.raises(ValueError, match="augment"):
+        ssl.pretrain_or_load(method, data, val, **{**kw, "config": TrainConfig(augment="crop+flip")})
+
+
+@dataclass(frozen=True)
+class _Interrupted:
+    """A train step that raises KeyboardInterrupt from fractional epoch ``stop_after`` on; ``stop_after`` is
+    left out of the repr, so the interrupted and the resumed run share one configuration (and checkpoint)."""
+
+    inner: ssl.SSLStep
+    stop_after: float | None = field(default=None, repr=False, compare=False)
+
+    def __call__(self, model, opt, x, y, epoch):
+        if self.stop_after is not None and epoch >= self.stop_after:
+            raise KeyboardInterrupt
+        return self.inner(model, opt, x, y, epoch)
 
 
 def test_pretraining_resumes_exactly(tmp_path):
     """Views are reseeded from the step's position, so an interrupted run resumed from its checkpoint ends
     with the same weights as an uninterrupted one."""
-    from ibnb.core.train import fit
+    data = _toy(1)
 
-    g = torch.Generator().manual_seed(1)
-    data = ImageData(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(64) % 4,
-                     list("abcd"), "toy", (0.5,) * 3, (0.25,) * 3)
-
-    def train(epochs, ckpt, stop_after=None):
+    def train(ckpt, stop_after=None):
         torch.manual_seed(0)
-        model = ssl.SSLNet("n1", {"width": 2}, (32, 8), 4)
-        step = ssl.ssl_step("vicreg", ssl.ViewAugment("standard", data.mean, data.std, seed=3))
-
-        def guarded(m, opt, x, y, epoch):
-            if stop_after is not None and epoch >= stop_after:
-                raise KeyboardInterrupt
-            return step(m, opt, x, y, epoch)
+        model = SSLNet("n1", {"width": 2}, (32, 8), 4)
+        step = _Interrupted(ssl.SSLStep("vicreg", ViewAugment("standard", data.mean, data.std, seed=3)), stop_after)
         try:
-            fit(model, data, epochs=epochs, batch_size=16, device="cpu", progress=False, checkpoint=ckpt,
-                train_step=guarded, step="vicreg-test")
+            fit(model, data, None, TrainConfig(epochs=2, batch_size=16), step=step, device="cpu", progress=False,
+                checkpoint=ckpt)
         except KeyboardInterrupt:
             return None
         return model
 
-    full = train(2, tmp_path / "a.pt")
-    assert train(2, tmp_path / "b.pt", stop_after=1) is None  # interrupted after one epoch
-    resumed = train(2, tmp_path / "b.pt")
+    full = train(tmp_path / "a.pt")
+    assert train(tmp_path / "b.pt", stop_after=1) is None  # interrupted after one epoch
+    resumed = train(tmp_path / "b.pt")
     assert all(torch.allclose(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
 
+
+# ---------------------------------------------------------------- presets and the claims audit
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_presets_resolve(profile):
+    P = profiles.resolve(presets, {"profile": profile, "device": "cpu"})
+    cfg = TrainConfig.from_params(P, augment="none")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (P["epochs"], P["batch_size"], P["lr"])
+    with pytest.raises(profiles.ParameterError, match="wmse_dim"):
+        profiles.resolve(presets, {"profile": profile, "device": "cpu", "wmse_dim": P["batch_size"]})
+
+
+def _results(knn_margin: float, converged=True, seeds=3) -> pd.DataFrame:
+    """A synthetic results table: VICReg's linear probe 6 points below supervised end to end, every seed, and
+    VICReg's kNN ``knn_margin`` above raw pixels."""
+    rows = []
+    for s in range(seeds):
+        j = 0.01 * s
+        common = dict(model="n1", dataset="cifar10", seed=s, test_top5=0.9, converged=converged)
+        rows += [dict(common, method="pixels", recipe="-", evaluation="knn", test_acc=0.30 + j),
+                 dict(common, method="vicreg", recipe="study", evaluation="knn", test_acc=0.30 + j + knn_margin),
+                 dict(common, method="vicreg", recipe="study", evaluation="linear", test_acc=0.60 + j + 0.002 * s),
+                 dict(common, method="supervised", recipe="crop+flip", evaluation="end_to_end", test_acc=0.66 + j)]
+    return pd.DataFrame(rows)
+
+
+def _n1_claim(df):
+    P = profiles.resolve(presets, {"profile": "cpu", "device": "cpu", "seeds": 3})
+    return next(c for c in A.claims(df, P) if c.claim.startswith("VICReg N1 linear probe below"))
+
+
+def test_gate_decides_whether_a_claim_is_decided():
+    passed = _n1_claim(_results(knn_margin=0.15))
+    assert passed.verdict == SUPPORTED and passed.n_seeds == 3
+    assert passed.mean == pytest.approx(-6.0 + 0.2, abs=0.3)
+    gated = _n1_claim(_results(knn_margin=-0.05))  # the encoder is worse than raw pixels
+    assert gated.verdict == NOT_TESTABLE
+    assert "raw pixels 31.0 %" in gated.reason and "VICReg kNN 26.0 %" in gated.reason
+    assert _n1_claim(_results(knn_margin=0.09)).verdict == NOT_TESTABLE  # 9 points: below the 10-point gate
+    assert _n1_claim(_results(knn_margin=0.15, converged=False)).verdict == NOT_TESTABLE
+    assert _n1_claim(_results(knn_margin=0.15, seeds=2)).verdict == NOT_TESTABLE
+
+
+def test_calibration_rows_quote_the_coursework():
+    P = profiles.resolve(presets, {"profile": "cpu", "device": "cpu"})
+    cal = A.calibration(_results(0.15), P)
+    assert [c.published for c in cal] == [64.8, 70.6]
+    assert cal[0].ours.mean == pytest.approx(61.2, abs=0.1) and "width 16" in cal[0].note
 
 def test_colour_ops():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 8, 8, generator=g)
     # zero-strength jitter is the identity (up to the YIQ round trip)
-    assert torch.allclose(ssl.colour_jitter(x, g, 0.0, 0.0, 0.0, 0.0), x, atol=1e-5)
+    assert torch.allclose(colour_jitter(x, g, 0.0, 0.0, 0.0, 0.0), x, atol=1e-5)
     # full desaturation gives grey pixels: all three channels equal
-    y = ssl.colour_jitter(x, g, 0.0, 0.0, 1.0, 0.0)
+    y = colour_jitter(x, g, 0.0, 0.0, 1.0, 0.0)
     assert not torch.allclose(y, x)
-    grey = ssl.grey(x)
-    assert torch.allclose(grey, (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]), atol=1e-6)
+    g_x = grey(x)
+    assert torch.allclose(g_x, (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]), atol=1e-6)

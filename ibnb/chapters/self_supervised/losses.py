@@ -79,9 +79,11 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 5e-3,
 
 # ---------------------------------------------------------------- W-MSE
 def whiten(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Whitening by Cholesky: Σ + εI = L Lᵀ, W = L⁻¹ (so W Σ Wᵀ ≈ I and WᵀW = Σ⁻¹), returns W (z_i − mean).
+    """Whitening by Cholesky: Σ + εI = L Lᵀ, W = L⁻¹ (so W (Σ + εI) Wᵀ = I and WᵀW = (Σ + εI)⁻¹), returns
+    W (z_i − mean) for every row, the whole batch whitened at once (absolute ε, added to the covariance).
 
-    Needs n > d. The whitened batch has (close to) identity covariance."""
+    The whitened batch has identity covariance up to the ε shift (exactly so at ``eps=0``). Meaningful only for
+    n > d (:func:`wmse` checks it): with fewer samples Σ is singular and only ε keeps the factorisation defined."""
     zc = z - z.mean(dim=0)
     sigma = covariance(z) + eps * torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
     L = torch.linalg.cholesky(sigma)
