@@ -3,6 +3,10 @@
 * ``test_checker_catches_broken_page``: a hand-made site whose page has a broken image, a myst-nb
   error output, a raw ``{glue}`` marker, a dead link, a missing anchor and untypeset math; each must be reported,
   and the clean page next to it must not be.
+* ``test_layout_checks_catch_broken_pages``: chapter pages with a too-wide table (inside the theme's scroll
+  wrapper), a too-wide code block and image, images outside numbered captioned figures or not clickable, ``nan``,
+  ``± 0.0`` and a glued object's repr in the text, and an answer box below the first screen or missing; each
+  must be reported, and a clean chapter page (which loads the book's ``_static/ibnb.js``) must not be.
 * ``test_book_in_browser`` (slow): the book built once per session by conftest's ``built_book``
   (the same build that ``test_book_builds_without_warnings`` checks) is served on localhost and every
   page is checked; screenshots of the landing page and the first chapter go to
@@ -41,7 +45,9 @@ def require_browser() -> None:
 PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>
 <body><main><h1 id="top">{title}</h1>{body}</main></body></html>"""
 
-GOOD_BODY = """<p>A figure: <img src="_images/ok.png" alt="ok"></p>
+GOOD_BODY = """<figure id="fig-ok"><a href="_images/ok.png"><img src="_images/ok.png" alt="ok"></a>
+<figcaption><p><span class="caption-number">Fig. 1 </span><span class="caption-text">A pixel.</span></p></figcaption>
+</figure>
 <p><a href="bad.html">the broken page</a>, <a href="#top">top</a>, <a href="bad.html#section">a section</a>,
 <a href="https://example.org/">external (not checked)</a>, <a href="_sources/nb.ipynb">download</a></p>
 <pre>glue("acc", 0.9) and the role {glue:}`acc` inside a code block are fine</pre>"""
@@ -94,6 +100,80 @@ def test_checker_catches_broken_page(tmp_path):
     missed = [name for name, ok in expected.items() if not ok]
     assert not missed, f"the checker missed: {missed}\n{report.summary()}"
     assert report.screenshots and report.screenshots[0].stat().st_size > 0
+
+
+# A chapter page shaped like the theme's: a 688 px content column (article.bd-article) in a wider main.
+CHAPTER = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>{head}</head>
+<body><main style="width: 1000px"><article class="bd-article" role="main" style="width: 688px; padding: 0 10px">
+<h1 id="top">{title}</h1>{body}</article></main></body></html>"""
+ANSWER = """<div class="admonition tip ibnb-answer"><p class="admonition-title">Answer at this budget</p>
+<p>2 claims audited: 1 supported.</p></div>"""
+FIGURE = """<figure id="fig-{n}"><img src="../../_images/ok.png" alt="ok" style="width: 300px">
+<figcaption><p><span class="caption-number">Fig. {n} </span><span class="caption-text">{caption}</span></p>
+</figcaption></figure>"""
+GOOD_CHAPTER = ANSWER + FIGURE.format(n=1, caption="Test accuracy, mean over 3 seeds.") + """
+<div class="pst-scrollable-table-container"><table class="table"><tr><th>model</th><th>accuracy</th></tr>
+<tr><td>cnn</td><td>+2.9 [1.1, 4.7] points, n = 3</td></tr></table></div>
+<p>The interval is wide; the NaN-free table above fits.</p><pre>short code</pre>"""
+BAD_CHAPTER = f"""<div style="height: 1200px">The question, at great length.</div>{ANSWER}
+<div class="pst-scrollable-table-container" style="overflow-x: auto"><table style="width: 1500px">
+<tr><th>a very wide table</th></tr><tr><td>x</td></tr></table></div>
+<pre style="overflow-x: auto">{"x" * 400}</pre>
+<p><img src="../../_images/ok.png" alt="loose" style="width: 900px; max-width: none"></p>
+<figure><img src="../../_images/ok.png" alt="unnumbered"><figcaption><p>No number.</p></figcaption></figure>
+{FIGURE.format(n=2, caption="Numbered, but nothing makes it open at full size.")}
+<p>Accuracy was nan on the test set, 71.2 ± 0.0 over one seed, and &lt;IPython.core.display.Markdown object&gt;.</p>"""
+
+
+def make_chapter_site(root: Path) -> Path:
+    html = root / "html"
+    chapters = html / "book" / "experiments"
+    for d in (chapters, html / "_images", html / "_static"):
+        d.mkdir(parents=True)
+    (html / "_images" / "ok.png").write_bytes(PIXEL_PNG)
+    (html / "_static" / "ibnb.js").write_text((REPO / "_static" / "ibnb.js").read_text())  # the book's own script
+    script = '<script src="../../_static/ibnb.js"></script>'
+    (html / "index.html").write_text(PAGE.format(title="Title page", body="<p>No answer box needed here.</p>"))
+    (chapters / "01_good.html").write_text(CHAPTER.format(title="Good chapter", head=script, body=GOOD_CHAPTER))
+    (chapters / "02_bad.html").write_text(CHAPTER.format(title="Bad chapter", head="", body=BAD_CHAPTER))
+    (chapters / "03_no_answer.html").write_text(CHAPTER.format(title="No answer", head=script, body="<p>Text.</p>"))
+    (chapters / "09_scorecard.html").write_text(CHAPTER.format(title="Synthesis", head=script, body="<p>Fine.</p>"))
+    return html
+
+
+def test_layout_checks_catch_broken_pages(tmp_path):
+    require_browser()
+    report = browser_check.check_site(make_chapter_site(tmp_path))
+    print(report.summary())
+    clean = [p for p in report.problems if not p.page.startswith(("book/experiments/02_", "book/experiments/03_"))]
+    assert not clean, report.summary()
+    bad = [p for p in report.problems if p.page == "book/experiments/02_bad.html"]
+
+    def found(kind: str, *words: str) -> bool:
+        return any(p.kind == kind and all(w in p.detail for w in words) for p in bad)
+
+    expected = {
+        "wide table in a scroll wrapper": found("width", "table is 1500 px"),
+        "wide code block": found("width", "pre is"),
+        "wide image": found("width", "img is 900 px"),
+        "image outside a figure": found("figure", "not in a numbered figure"),
+        "figure without a number": sum(p.kind == "figure" and "not in a numbered" in p.detail for p in bad) == 2,
+        "image that does not open at full size": found("figure", "does not open at full size"),
+        "nan": found("text", "'nan'"),
+        "± 0.0": found("text", "'± 0.0'"),
+        "glued object repr": found("glue", "IPython.core.display.Markdown"),
+        "answer below the first screen": found("answer", "below the first screen"),
+        "no answer box": any(p.kind == "answer" and p.page.endswith("03_no_answer.html") and "no answer box" in p.detail
+                             for p in report.problems),
+    }
+    missed = [name for name, ok in expected.items() if not ok]
+    assert not missed, f"the checker missed: {missed}\n{report.summary()}"
+    assert all(p.kind == "width" and "px content column" in p.detail for p in bad if p.kind == "width")
+
+
+def test_study_pages_are_the_numbered_chapters():
+    assert browser_check.study_stem("01_architectures") and browser_check.study_stem("10_cpu_training")
+    assert not any(map(browser_check.study_stem, ("00_index", "09_scorecard", "99_reproduce", "references")))
 
 
 @pytest.mark.slow

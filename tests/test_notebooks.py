@@ -3,6 +3,9 @@
 * every ``notebooks/*.ipynb`` runs end to end with ``profile="smoke"`` into ``tmp_path``,
   with ``IBNB_RUNS`` / ``IBNB_RESULTS`` pointing into ``tmp_path`` so that nothing in the
   repo changes and no trained model is reused from a cache (target 60 s, fail above 120 s);
+* the notebook shape (fast): no ``def`` / ``class`` and no code cell over 15 lines (the parameters cell is
+  exempt), the parameters cell hidden (``remove-cell``), and each study chapter opening with ``# Title``, with a
+  ``## Claims audit`` section and a hidden (``remove-input``) cell calling ``page.publish``;
 * the book builds warning-free (``-W -n --keep-going``) from a copy of the files git
   would commit (tracked + untracked-but-not-ignored), i.e. exactly what a fresh clone has.
 
@@ -10,7 +13,9 @@ Run only the fast part with ``pytest -m "not slow"``.
 """
 from __future__ import annotations
 
+import ast
 import os
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import nbformat
 import pytest
 import yaml
 
+from ibnb.book.browser_check import study_stem
 from ibnb.core.data import data_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +69,83 @@ def test_source_notebook_has_parameters_cell(path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: needs exactly one code cell tagged 'parameters', found {len(tagged)}"
     assert 'profile = "cpu"' in tagged[0].source, f"{path.name}: the parameters cell must set profile = \"cpu\""
+
+
+# ----------------------------------------------------------------------------- fast: notebook shape
+MAX_CELL_LINES = 15
+
+
+def _code_cells(path):
+    nb = nbformat.read(path, as_version=4)
+    return nb, [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _python(source: str) -> str:
+    """A cell's source with IPython magics and shell escapes blanked, so that ``ast`` can read it."""
+    return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_cells_hold_no_logic(path):
+    """No ``def`` or ``class`` in a notebook, and no code cell over 15 lines (the parameters cell is exempt):
+    the logic lives in ``ibnb``, the notebook is narrative."""
+    _, cells = _code_cells(path)
+    defs, long = [], []
+    for i, c in cells:
+        tree = ast.parse(_python(c.source), filename=f"{path.name}[{i}]")
+        defs += [f"cell {i}: {type(n).__name__} {n.name}" for n in ast.walk(tree)
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        n = len(c.source.rstrip().splitlines())
+        if n > MAX_CELL_LINES and "parameters" not in _tags(c):
+            long.append(f"cell {i}: {n} lines")
+    assert not defs, f"{path.name}: definitions belong in the ibnb package, not the notebook: {defs}"
+    assert not long, f"{path.name}: code cells over {MAX_CELL_LINES} lines (move the logic into ibnb): {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_parameters_cell_is_hidden(path):
+    _, cells = _code_cells(path)
+    tagged = [c for _, c in cells if "parameters" in _tags(c)]
+    assert tagged and "remove-cell" in _tags(tagged[0]), (
+        f"{path.name}: the parameters cell must be tagged ['parameters', 'remove-cell'] (the values are in the "
+        f"provenance box)")
+
+
+STUDIES = [p for p in NOTEBOOKS if study_stem(p.stem)]
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_study_chapter_opens_with_its_answer_and_has_a_claims_audit(path):
+    nb, cells = _code_cells(path)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and re.match(r"# \S", first.source), (
+        f"{path.name}: the first cell must be markdown starting with '# Title'")
+    headings = [ln.strip() for c in nb.cells if c.cell_type == "markdown" for ln in c.source.splitlines()]
+    assert "## Claims audit" in headings, f"{path.name}: needs a '## Claims audit' section"
+    publish = [c for _, c in cells if re.search(r"\bpage\.publish\(", c.source)]
+    assert publish, f"{path.name}: a code cell must call page.publish(...) (it displays the answer box)"
+    assert "remove-input" in _tags(publish[0]), f"{path.name}: the page.publish cell must be tagged remove-input"
+    assert not any(re.search(r"\bpage\.publish\(", c.source) for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_shape_checks_fail_on_a_bad_notebook(tmp_path, monkeypatch):
+    """The shape tests above reject a notebook with a def, a long cell, a visible parameters cell and no audit."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    params = new_code_cell('profile = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell("Intro without a title"), params,
+                             new_code_cell("def f():\n    return 1"), new_code_cell("\n".join(["x = 1"] * 16))])
+    path = tmp_path / "01_bad.ipynb"
+    nbformat.write(nb, path)
+    for test in (test_notebook_cells_hold_no_logic, test_parameters_cell_is_hidden,
+                 test_study_chapter_opens_with_its_answer_and_has_a_claims_audit):
+        with pytest.raises(AssertionError):
+            test(path)
 
 
 def test_toc_experiments_have_source_notebooks():

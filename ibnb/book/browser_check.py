@@ -11,7 +11,17 @@ port), opens every ``*.html`` page except the theme's ``_static`` snippets, and 
 * **glue**: a raw ``{glue}`` / ``{glue:...}`` role in the rendered text (outside code blocks), i.e. a
   glued value that was not substituted;
 * **links**: every same-site ``href`` points to a file that exists (a folder needs ``index.html``),
-  and its ``#anchor``, if any, is an element id (or ``<a name>``) of the target page.
+  and its ``#anchor``, if any, is an element id (or ``<a name>``) of the target page;
+* **width** (at 1280 × 800): no table, image, code block, figure, output or display equation is wider than the
+  content column (``article.bd-article``) or sticks out of it; a table inside the theme's horizontally
+  scrollable wrapper still counts as too wide;
+* **figure**: every image of the content is inside a numbered figure (``<figure>`` whose ``<figcaption>``
+  says "Fig. N" and has a caption text), and opens at full size on click (inside a link to its file;
+  ``_static/ibnb.js`` adds it);
+* **text**: no ``nan``, ``± 0.0``, raw glue (``{glue:...}``, a glued object's repr such as
+  ``<IPython.core.display.Markdown object>`` or ``<Figure size ...>``) in the rendered text outside code;
+* **answer**: each study chapter (:func:`study_stem`) shows its *answer at this budget* box (class
+  ``ibnb-answer``) in its first screen, the top 800 px.
 
 Requests to other hosts are aborted (the check runs offline and does not wait for CDNs), so
 external links and CDN scripts are not checked (this book serves MathJax itself, so its math is
@@ -42,12 +52,24 @@ INSTALL_HINT = ("install it with `sudo apt-get install chromium` (Debian/Ubuntu)
 # Offline machines refuse Chromium's background connections (updates, sync, field trials): switch them off.
 CHROMIUM_ARGS = ("--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-quic", "--no-first-run", "--disable-gpu")
-GLUE_RE = re.compile(r"\{glue(?::[a-z]*)?\}")
+GLUE_RE = re.compile(r"\{glue(?::[a-z]*)?\}|<IPython\.core\.display\.\w+ object>|<Figure size [^>]*>"
+                     r"|<matplotlib\.[\w.]+ object at 0x[0-9a-f]+>")
+NAN_RE = re.compile(r"(?<![\w.-])nan(?![\w-])", re.I)
+ZERO_SPREAD_RE = re.compile(r"±\s*0(?:\.0+)?(?![\d.])")
+VIEWPORT = {"width": 1280, "height": 800}
+ANSWER_CLASS = "ibnb-answer"  # the class of ibnb.book.page.answer_box's admonition
+SYNTHESIS = {"00", "09", "99"}
 META_REFRESH_RE = re.compile(r'<meta[^>]+http-equiv="refresh"', re.I)
 # Uncaught JavaScript errors that are known and harmless. sphinx-thebe 0.3.1 (pulled in by Jupyter Book
 # 1.x even with thebe off) emits its config <script> twice, so the second `const` declaration throws.
 KNOWN_JS_ERRORS = (re.compile(r"Identifier 'THEBE_JS_URL' has already been declared"),)
 STDERR_ERROR_RE = re.compile(r"\b\w*(?:Error|Exception):")
+
+
+def study_stem(stem: str) -> bool:
+    """A study chapter (``01``–``08``, ``10``, …: every numbered page but the title, scorecard and reproduce
+    pages) must open with its answer box."""
+    return bool(re.match(r"\d\d_", stem)) and stem[:2] not in SYNTHESIS
 
 
 class BrowserMissing(RuntimeError):
@@ -57,7 +79,7 @@ class BrowserMissing(RuntimeError):
 @dataclass
 class Problem:
     page: str
-    kind: str  # image | request | error-output | javascript | glue | link | math
+    kind: str  # image | request | error-output | javascript | glue | link | math | width | figure | text | answer
     detail: str
 
     def __str__(self) -> str:
@@ -138,7 +160,7 @@ def serve(root: Path):
 
 # Runs in the page: make lazy images load, wait for them, then collect everything the checks need.
 _PAGE_JS = r"""
-async () => {
+async (answerClass) => {
   const imgs = Array.from(document.images);
   imgs.forEach(i => { if (i.loading === 'lazy') i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
@@ -148,6 +170,28 @@ async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, 10000))]);
   }
+  // the content column, and what is wider than it or sticks out of it (outermost element only)
+  const art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const ar = art.getBoundingClientRect(), cs = getComputedStyle(art);
+  const left = ar.left + parseFloat(cs.paddingLeft), right = ar.right - parseFloat(cs.paddingRight);
+  const wide = [];
+  art.querySelectorAll('table, img, pre, figure, iframe, video, .cell_output, mjx-container[display="true"]')
+    .forEach(e => {
+      if (e.closest('aside, .margin') || wide.some(w => w.el.contains(e))) return;
+      const r = e.getBoundingClientRect();
+      if (!r.width && !r.height) return;
+      const w = Math.max(r.width, e.scrollWidth);
+      if (w > right - left + 2 || r.right > right + 2 || r.left < left - 2)
+        wide.push({el: e, tag: e.tagName.toLowerCase(), width: Math.round(w),
+                   what: (e.getAttribute('src') || e.innerText || '').trim().replace(/\s+/g, ' ').slice(0, 60)});
+    });
+  const figures = Array.from(art.querySelectorAll('img')).filter(i => !i.closest('aside, .margin')).map(i => {
+    const f = i.closest('figure'), cap = f && f.querySelector('figcaption');
+    const text = cap ? cap.innerText.trim() : '', a = i.closest('a[href]');
+    return {src: i.getAttribute('src') || '', figure: !!f, numbered: /^Fig\.\s?\d+(\.\d+)*/.test(text),
+            captioned: text.replace(/^Fig\.\s?[\d.]+\s*/, '').length > 0, linked: !!a && a.href === i.src};
+  });
+  const box = document.querySelector('.' + answerClass);
   const body = document.body.cloneNode(true);
   body.querySelectorAll('pre, code, script, style, textarea').forEach(e => e.remove());
   const stderr = Array.from(document.querySelectorAll('.output.stderr')).map(e => e.innerText);
@@ -162,6 +206,8 @@ async () => {
     links: Array.from(document.querySelectorAll('a[href]')).map(a => ({raw: a.getAttribute('href'), url: a.href})),
     math: document.querySelectorAll('.math').length,
     mathRendered: document.querySelectorAll('mjx-container, .katex').length,
+    column: Math.round(right - left), wide: wide.map(({el, ...w}) => w), figures: figures,
+    answerTop: box ? Math.round(box.getBoundingClientRect().top + window.scrollY) : null,
     ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id)
            .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.getAttribute('name'))),
   };
@@ -180,6 +226,35 @@ def _target_file(root: Path, path: str) -> Path:
 def _ids_from_file(path: Path) -> set[str]:
     text = path.read_text(errors="replace")
     return set(re.findall(r'\bid="([^"]*)"', text)) | set(re.findall(r'<a[^>]*\bname="([^"]*)"', text))
+
+
+def _snippet(text: str, i: int) -> str:
+    return text[max(0, i - 60): i + 60].replace("\n", " ")
+
+
+def layout_problems(rel: str, info: dict, height: int = VIEWPORT["height"]) -> list[Problem]:
+    """The page-shape checks on what :data:`_PAGE_JS` collected: width, figures, text, the answer box."""
+    out = [Problem(rel, "width", f"{w['tag']} is {w['width']} px wide or outside the {info['column']} px content "
+                   f"column: {w['what']!r}") for w in info["wide"]]
+    for f in info["figures"]:
+        if not (f["figure"] and f["numbered"] and f["captioned"]):
+            out.append(Problem(rel, "figure", f"image {f['src']!r} is not in a numbered figure with a caption"))
+        elif not f["linked"]:
+            out.append(Problem(rel, "figure", f"image {f['src']!r} does not open at full size on click"))
+    text = info["text"]
+    for name, rx in (("nan", NAN_RE), ("± 0.0", ZERO_SPREAD_RE), ("glue", GLUE_RE)):
+        for m in list(rx.finditer(text))[:3]:
+            kind = "glue" if name == "glue" else "text"
+            out.append(Problem(rel, kind, f"raw {m.group(0)!r} in the text: ...{_snippet(text, m.start())}..."))
+    stem = Path(rel).stem
+    if rel.startswith("book/experiments/") and study_stem(stem):
+        top = info["answerTop"]
+        if top is None:
+            out.append(Problem(rel, "answer", f"no answer box (class {ANSWER_CLASS!r}) on the page"))
+        elif top >= height:
+            out.append(Problem(rel, "answer", f"the answer box starts at {top} px, below the first screen "
+                                              f"({height} px)"))
+    return out
 
 
 def check_site(root: Path | str, screenshots: Path | str | None = None, screenshot_pages: list[str] | None = None,
@@ -215,7 +290,7 @@ def check_site(root: Path | str, screenshots: Path | str | None = None, screensh
         origin = base.rstrip("/")
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS))
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport=VIEWPORT)
             # Offline and fast: only this server is reachable.
             context.route(re.compile(r"^(?!" + re.escape(origin) + r"/).*"), lambda route: route.abort())
             for rel in pages:
@@ -232,7 +307,7 @@ def check_site(root: Path | str, screenshots: Path | str | None = None, screensh
                     # e.g. the root index.html of a jb-book: follow the redirect before inspecting.
                     page.wait_for_url(lambda u, rel=rel: urlsplit(u).path.lstrip("/") != rel, timeout=timeout_ms)
                     page.wait_for_load_state("load", timeout=timeout_ms)
-                info = page.evaluate(_PAGE_JS)
+                info = page.evaluate(_PAGE_JS, ANSWER_CLASS)
                 final = urlsplit(page.url).path.lstrip("/")  # index.html redirects to book/index.html
                 ids[rel] = set(info["ids"])
                 if final != rel:
@@ -254,10 +329,7 @@ def check_site(root: Path | str, screenshots: Path | str | None = None, screensh
                         report.problems.append(Problem(rel, "error-output", f"stderr output: {text.strip()[-300:]}"))
                 if info["hasTraceback"] and not info["errors"]:
                     report.problems.append(Problem(rel, "error-output", "page shows 'Traceback (most recent call last)'"))
-                for match in sorted(set(GLUE_RE.findall(info["text"]))):
-                    i = info["text"].find(match)
-                    context_txt = info["text"][max(0, i - 60): i + 60].replace("\n", " ")
-                    report.problems.append(Problem(rel, "glue", f"raw {match} marker (not rendered): ...{context_txt}..."))
+                report.problems += layout_problems(rel, info)
                 if info["math"] and not info["mathRendered"]:
                     report.unrendered_math.append(rel)
                     if require_math:

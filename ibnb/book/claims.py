@@ -228,10 +228,11 @@ class Calibration:
         return abs(self.difference) <= self.tolerance
 
     def row(self) -> dict:
+        diff_unit = "points" if self.ours.unit == "%" else self.ours.unit
         return {"quantity": self.quantity, "setting": self.setting, "ours": self.ours.text(signed=False),
                 "published": f"{self.published:.1f} {self.ours.unit}".strip(), "source": self.source,
-                "difference": f"{self.difference:+.1f} {self.ours.unit}".strip(),
-                "tolerance": f"±{self.tolerance:g} {self.ours.unit}".strip(),
+                "difference": f"{self.difference:+.1f} {diff_unit}".strip(),
+                "tolerance": f"±{self.tolerance:g} {diff_unit}".strip(),
                 "within tolerance": "yes" if self.within else "no", "note": self.note}
 
 

@@ -74,7 +74,7 @@ def answer_box(audit: Audit | Sequence[Claim], profile: str) -> Markdown:
         lines.append("")
         lines.append(f"Calibration: {len(audit.calibration) - len(off)} of {len(audit.calibration)} baselines "
                      f"within tolerance of their published anchors" + (
-                         " (off: " + "; ".join(f"{c.quantity} {c.difference:+.1f} {c.ours.unit}" for c in off)
+                         " (off: " + "; ".join(f"{c.quantity} {c.row()['difference']}" for c in off)
                          + ")." if off else "."))
     lines.append(":::")
     return Markdown("\n".join(lines) + "\n")

@@ -1,24 +1,30 @@
-"""The inductive-bias scorecard: every chapter's results table reduced to paired effects.
+"""The inductive-bias scorecard: every chapter's results table reduced to seed-paired effects.
 
-An *effect* is the test-metric difference between a model with a mechanism and the same setting without
-it (``with − without``), paired by seed where the chapter paired its runs, summarised as mean, standard
-deviation (ddof=1) and number of seeds, per training-set size. Each chapter's table has its own columns,
-so each has a small *extractor* here; the scorecard notebook only calls :func:`effects`. Nothing is
-retrained: the inputs are the committed ``book/results/<stem>/<profile>.csv`` files.
+An *effect* is the test-metric difference between a model with a mechanism and the same setting without it
+(``with − without``), paired by seed, per training-set size, summarised by :func:`ibnb.book.claims.paired_effect`
+as a mean with a two-sided Student-t 95 % interval: ``+2.9 [1.1, 4.7] points, n = 3``. Each chapter's table has
+its own columns, so each has a small *extractor* here reading the columns the chapter already writes. Whether
+an effect helps is decided by the book's one rule, :func:`ibnb.book.claims.judge` (:func:`direction`). Nothing
+is retrained: the inputs are the ``book/results/<stem>/<profile>.csv`` tables.
 """
 from __future__ import annotations
 
+import math
+import textwrap
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ibnb.book.results import paired_difference
+from ibnb.book import claims as C
+from ibnb.book.tables import Table, table
 
-EFFECT_COLUMNS = ["mechanism", "comparison", "chapter", "dataset", "n_train", "metric", "mean", "std", "n",
-                  "unit", "note"]
+EFFECT_COLUMNS = ["mechanism", "comparison", "chapter", "dataset", "n_train", "metric", "mean", "low", "high",
+                  "n", "runs", "converged", "unit", "note"]
 MECHANISMS = ("architecture", "attention", "augmentation", "weight prior", "TTA / ensembling",
               "SSL objective", "SAM")
+#: metrics where a lower value is better (their effects "help" when negative)
+LOWER_IS_BETTER = {"cnll", "test_nll", "error_pct"}
 
 Extractor = Callable[[pd.DataFrame], list[dict]]
 EXTRACTORS: dict[str, Extractor] = {}
@@ -32,17 +38,36 @@ def extractor(stem: str):
     return wrap
 
 
+def _datasets(df: pd.DataFrame) -> str:
+    return ", ".join(sorted(df["dataset"].astype(str).unique())) if "dataset" in df else ""
+
+
+def effect_row(effect: C.Effect, *, metric: str, n_train: int, dataset: str, **meta) -> dict:
+    """One row of the effects frame (:data:`EFFECT_COLUMNS`) from an :class:`~ibnb.book.claims.Effect`."""
+    return dict(**meta, dataset=dataset, n_train=int(n_train), metric=metric, mean=effect.mean, low=effect.low,
+                high=effect.high, n=effect.n, runs=effect.runs, converged=effect.converged, unit=effect.unit)
+
+
+def effect_of_row(r) -> C.Effect:
+    """The :class:`~ibnb.book.claims.Effect` of an effects-frame row."""
+    return C.Effect(float(r["mean"]), float(r["low"]), float(r["high"]), int(r["n"]), str(r["unit"]),
+                    runs=int(r["runs"]), converged=int(r["converged"]))
+
+
 def paired(df: pd.DataFrame, key: str, a, b, *, mechanism: str, comparison: str, chapter: str,
            value: str = "test_acc", by: str = "n_train", scale: float = 100.0, unit: str = "points",
            note: str = "") -> list[dict]:
-    """Effect rows ``value[key == a] − value[key == b]`` paired by seed, one per ``by`` group."""
+    """Effect rows ``value[key == a] − value[key == b]`` paired by seed, one per ``by`` group (a group where
+    only one side was run gives no row)."""
     if df.empty or not {a, b} <= set(df[key]):
         return []
-    d = paired_difference(df, key, a, b, by=by, value=value)
-    dataset = ", ".join(sorted(df["dataset"].astype(str).unique())) if "dataset" in df else ""
-    return [dict(mechanism=mechanism, comparison=comparison, chapter=chapter, dataset=dataset, n_train=int(n),
-                 metric=value, mean=scale * r["mean"], std=scale * r["std"], n=int(r["n"]), unit=unit, note=note)
-            for n, r in d.iterrows() if r["n"] > 0]
+    rows = []
+    for n, g in df.groupby(by):
+        e = C.paired_effect(g, key, a, b, value=value, scale=scale, unit=unit)
+        if e.n:
+            rows.append(effect_row(e, metric=value, n_train=n, dataset=_datasets(df), mechanism=mechanism,
+                                   comparison=comparison, chapter=chapter, note=note))
+    return rows
 
 
 @extractor("01_architectures")
@@ -79,17 +104,15 @@ def _spatial_attention(df: pd.DataFrame) -> list[dict]:
     ch, sa, deep = "03_spatial_attention", "team_cnn_sa_mini", "team_cnn_deep_mini"
     rows = paired(df[df["experiment"] == "cifar10"], "model", sa, deep, mechanism="attention",
                   comparison="spatial attention − same depth without", chapter=ch)
-    pacs = df[df["experiment"] == "pacs"]
-    rows += paired(pacs, "model", sa, deep, value="sketch_acc", mechanism="attention",
+    rows += paired(df[df["experiment"] == "pacs"], "model", sa, deep, value="sketch_acc", mechanism="attention",
                    comparison="spatial attention − same depth without, on sketches", chapter=ch,
                    note="trained on PACS photos, tested on sketches (domain shift)")
     return rows
 
 
-
 @extractor("04_test_time_augmentation")
 def _tta(df: pd.DataFrame) -> list[dict]:
-    ch = "04_test_time_augmentation"
+    ch, mech = "04_test_time_augmentation", "TTA / ensembling"
     clean = df[(df["experiment"] == "tta") & (df["domain"] == "clean")].copy()
     if clean.empty:
         return []
@@ -101,10 +124,10 @@ def _tta(df: pd.DataFrame) -> list[dict]:
         if m <= 1:
             continue
         what = f"{method} TTA ({m} views) − central view (single model)"
-        rows += paired(single, "pred", f"{method}@{m}", "central@1", mechanism="TTA / ensembling", comparison=what,
+        rows += paired(single, "pred", f"{method}@{m}", "central@1", mechanism=mech, comparison=what,
                        chapter=ch, note="paired by ensemble member")
         rows += paired(single, "pred", f"{method}@{m}", "central@1", value="cnll", scale=1.0, unit="nats",
-                       mechanism="TTA / ensembling", comparison=what.replace(" (single", ", calibrated NLL (single"),
+                       mechanism=mech, comparison=what.replace(" (single", ", calibrated NLL (single"),
                        chapter=ch, note="calibrated NLL: lower is better")
     k = int(clean["k"].max())
     if k > 1:  # the full ensemble against each of its members (central view)
@@ -112,19 +135,19 @@ def _tta(df: pd.DataFrame) -> list[dict]:
         ens = cen[cen["k"] == k].groupby("n_train")[["test_acc", "cnll"]].mean()
         for value, scale, unit, label in (("test_acc", 100.0, "points", ""), ("cnll", 1.0, "nats", ", calibrated NLL")):
             for n, g in cen[cen["k"] == 1].groupby("n_train"):
-                d = scale * (ens.loc[n, value] - g[value])
-                rows.append(dict(mechanism="TTA / ensembling", comparison=f"ensemble of {k} − single model{label}",
-                                 chapter=ch, dataset=", ".join(sorted(g["dataset"].astype(str).unique())),
-                                 n_train=int(n), metric=value, mean=float(d.mean()), std=float(d.std()), n=len(d),
-                                 unit=unit, note="the ensemble against each of its members"))
+                flags = g["converged"].astype(bool).tolist() if "converged" in g else [False] * len(g)
+                e = C.effect_of((ens.loc[n, value] - g[value]).tolist(), scale=scale, unit=unit, converged=flags)
+                rows.append(effect_row(e, metric=value, n_train=n, dataset=_datasets(g), mechanism=mech,
+                                       comparison=f"ensemble of {k} − single model{label}", chapter=ch,
+                                       note="the ensemble against each of its members"))
     return rows
 
 
 @extractor("05_sparse_vd")
 def _sparse_vd(df: pd.DataFrame) -> list[dict]:
     ch, rows = "05_sparse_vd", []
-    table = df[(df["experiment"] == "table") & (df["labels"].astype(str) == "true")]
-    for net, g in table.groupby("network"):
+    tab = df[(df["experiment"] == "table") & (df["labels"].astype(str) == "true")]
+    for net, g in tab.groupby("network"):
         rows += paired(g, "method", "sparse VD", "dense", mechanism="weight prior",
                        comparison=f"sparse VD prior − dense ({net})", chapter=ch,
                        note=f"compression {g.loc[g['method'] == 'sparse VD', 'compression'].mean():.0f}×")
@@ -159,19 +182,19 @@ def _self_supervised(df: pd.DataFrame) -> list[dict]:
 
 @extractor("08_vit_sam")
 def _vit_sam(df: pd.DataFrame) -> list[dict]:
-    ch = "08_vit_sam"
+    ch, sam = "08_vit_sam", "sam ρ=0.05"
     runs = df[(df["experiment"] == "sam") & (df["mix"].astype(str) == "none") & (~df["adaptive"].astype(bool))]
     rows = []
     for model, g in runs.groupby("model"):
-        sam = "sam ρ=0.05" if (g["method"] == "sam ρ=0.05").any() else None
-        if sam is None:
+        if not (g["method"] == sam).any():
             continue
-        rows += paired(g, "method", sam, "adamw", mechanism="SAM", comparison=f"SAM (ρ=0.05) − AdamW, equal steps ({model})",
-                       chapter=ch)
+        rows += paired(g, "method", sam, "adamw", mechanism="SAM",
+                       comparison=f"SAM (ρ=0.05) − AdamW, equal steps ({model})", chapter=ch)
         rows += paired(g, "method", sam, "adamw ×2 epochs", mechanism="SAM",
                        comparison=f"SAM (ρ=0.05) − AdamW, equal gradients ({model})", chapter=ch,
                        note="AdamW trained twice as many epochs")
     return rows
+
 
 def effects(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """All effects of the chapters whose tables are given (``{stem: results table}``); chapters without an
@@ -189,89 +212,105 @@ def effects(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out.sort_values(["mechanism", "chapter", "comparison", "n_train"]).reset_index(drop=True)
 
 
-#: metrics where a lower value is better (their effects count as "helps" when negative)
-LOWER_IS_BETTER = {"cnll", "test_nll", "error_pct"}
+#: the judge's verdict on "the mechanism helps", in the scorecard's words
+DIRECTION_WORDS = {C.SUPPORTED: "helps", C.CONTRADICTED: "hurts", C.INCONCLUSIVE: "no clear effect"}
 
 
-def verdict(mean: float, std: float, metric: str = "test_acc") -> str:
-    """``helps`` / ``hurts`` when the mean effect is more than one std from zero (in the metric's good
-    direction), else ``no clear effect``."""
-    std = 0.0 if std != std else std
-    mean = -mean if metric in LOWER_IS_BETTER else mean
-    return "helps" if mean > std else "hurts" if mean < -std else "no clear effect"
+def direction(r) -> str:
+    """Does the mechanism help? The book's one rule (:func:`ibnb.book.claims.judge`) applied to the claim "it
+    helps" (``> 0``; ``< 0`` for :data:`LOWER_IS_BETTER` metrics): ``helps`` / ``hurts`` when the 95 % interval
+    excludes zero (with at least 3 seeds and converged runs), ``no clear effect`` when it spans zero, else
+    ``not testable: <reason>`` (at this budget)."""
+    sign = -1 if r["metric"] in LOWER_IS_BETTER else 1
+    c = C.judge("the mechanism helps", "", "", effect_of_row(r), direction=sign)
+    return DIRECTION_WORDS.get(c.verdict, f"not testable: {c.reason}")
 
 
-def scorecard_table(eff: pd.DataFrame) -> pd.DataFrame:
-    """One row per comparison: the effect at the smallest and the largest training set, formatted. The
-    chapter is the bracketed number after the comparison; ``note`` says what a comparison's unit or pairing is."""
-    def fmt(r) -> str:
-        d = 1 if r["unit"] == "points" else 3
-        s = "" if r["std"] != r["std"] else f" ± {r['std']:.{d}f}"
-        return f"{r['mean']:+.{d}f}{s} {'' if r['unit'] == 'points' else r['unit'] + ' '}(n={r['n']})"
+def effect_text(r) -> str:
+    """``+2.9 [1.1, 4.7] points, n = 3`` (3 digits for NLL effects)."""
+    return effect_of_row(r).text(digits=1 if r["unit"] == "points" else 3)
 
+
+def comparisons(eff: pd.DataFrame) -> pd.DataFrame:
+    """One row per comparison: the effect at the smallest and the largest training set, and its direction at
+    the largest."""
     rows = []
     for (mech, ch, comp), g in eff.groupby(["mechanism", "chapter", "comparison"], sort=False, observed=True):
         small, large = g.iloc[0], g.iloc[-1]
-        rows.append({"mechanism": mech, "comparison": f"{comp} [{ch[:2]}]", "data": small["dataset"],
-                     "small set": f"{small['n_train']:,}: {fmt(small)}",
-                     "large set": "—" if len(g) == 1 else f"{large['n_train']:,}: {fmt(large)}",
-                     "at the largest set": verdict(large["mean"], large["std"], large["metric"]),
-                     "note": small["note"]})
-    return pd.DataFrame(rows)
+        rows.append({"mechanism": str(mech), "comparison": f"{comp} [{ch[:2]}; {small['dataset']}]", "chapter": ch,
+                     "data": small["dataset"], "smallest set": f"{small['n_train']:,} images: {effect_text(small)}",
+                     "largest set": "—" if len(g) == 1 else f"{large['n_train']:,} images: {effect_text(large)}",
+                     "at the largest set": direction(large), "note": small["note"]})
+    return pd.DataFrame(rows, columns=["mechanism", "comparison", "chapter", "data", "smallest set", "largest set",
+                                       "at the largest set", "note"])
 
 
-def forest_plot(eff: pd.DataFrame, title: str = ""):
-    """One row per comparison: the effect (points of test accuracy, mean ± std over seeds) at the smallest
-    (circle) and largest (square) training set; grey band = no effect. Returns the figure."""
+def scorecard_table(eff: pd.DataFrame) -> Table:
+    """The comparisons through the book's table formatter (the notes go below the table)."""
+    return table(comparisons(eff), columns={"mechanism": "mechanism", "comparison": "comparison [chapter; data]",
+                                            "smallest set": "smallest training set", "largest set": "largest training set",
+                                            "at the largest set": "at the largest set"})
+
+
+def _interval(r) -> tuple[float, float]:
+    if r["n"] < 2 or not math.isfinite(r["low"]):
+        return 0.0, 0.0
+    return r["mean"] - r["low"], r["high"] - r["mean"]
+
+
+FOREST_STYLES = {"small": ("o", "tab:blue", "smallest training set", -0.17),
+                 "only": ("D", "tab:green", "single size", 0.0),
+                 "large": ("s", "tab:red", "largest training set", 0.17)}
+
+
+def forest_plot(eff: pd.DataFrame, *, linthresh: float = 5.0):
+    """One row per accuracy comparison, grouped by mechanism: the effect (points of test accuracy, mean and
+    95 % t-interval over seeds) at the smallest (circle) and largest (square) training set, or its only size
+    (diamond). The x axis is symmetric-log (linear within ±``linthresh``), so one wide interval does not
+    squash the others. Page-wide, fonts ≥ 9 pt. Returns the figure."""
     import matplotlib.pyplot as plt
 
+    from ibnb.core.plots import PAGE_WIDTH
+
     eff = eff[eff["unit"] == "points"]  # accuracy effects only; NLL effects are in the table
-    keys = list(dict.fromkeys(zip(eff["mechanism"].astype(str), eff["comparison"], eff["chapter"])))
-    fig, ax = plt.subplots(figsize=(11, 0.36 * len(keys) + 1.4))
-    ax.axvline(0, color="0.5", lw=1)
-    styles = {"small": ("o", "tab:blue", "smallest training set"), "only": ("D", "tab:green", "single size"),
-              "large": ("s", "tab:red", "largest training set")}
-    seen = set()
-    for i, (mech, comp, ch) in enumerate(keys):
-        g = eff[(eff["comparison"] == comp) & (eff["chapter"] == ch)]
-        for size, (marker, color, label) in styles.items():
-            r = g[g["size"] == size]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            off = {"small": -0.15, "large": 0.15, "only": 0.0}[size]
-            ax.errorbar(r["mean"], i + off, xerr=0 if r["std"] != r["std"] else r["std"], fmt=marker, color=color,
-                        capsize=3, label=None if size in seen else label)
-            seen.add(size)
-    ax.set_yticks(range(len(keys)))
-    ax.set_yticklabels([f"{m}: {c}  [{ch[:2]}]" for m, c, ch in keys], fontsize=9)
-    ax.invert_yaxis()
-    ax.set_xlabel("effect on test accuracy (percentage points, with − without; mean ± std over seeds)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
+    if eff.empty:
+        fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 1.5), layout="constrained")
+        ax.text(0.5, 0.5, "no accuracy effect measured at this profile", ha="center", va="center", fontsize=10)
+        ax.set_axis_off()
+        return fig
+    labels, ys, bold = [], {}, []
+    for mech, g in eff.groupby("mechanism", sort=True, observed=True):
+        bold.append(len(labels))
+        labels.append(str(mech))
+        for comp, ch in dict.fromkeys(zip(g["comparison"], g["chapter"])):
+            ys[(comp, ch)] = len(labels)
+            labels.append(textwrap.fill(f"{comp} [{ch[:2]}]", 44))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.3 * len(labels) + 1.3), layout="constrained")
+    ax.axvline(0, color="0.4", lw=1)
+    for size, (marker, color, label, off) in FOREST_STYLES.items():
+        d = eff[eff["size"] == size]
+        if d.empty:
+            continue
+        err = np.array([_interval(r) for _, r in d.iterrows()]).T
+        y = [ys[(c, ch)] + off for c, ch in zip(d["comparison"], d["chapter"])]
+        ax.errorbar(d["mean"], y, xerr=err, fmt=marker, color=color, capsize=2.5, ms=5, lw=1.2, label=label)
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
+    reach = np.nanmax(np.abs(eff[["mean", "low", "high"]].to_numpy(dtype=float))) if len(eff) else 1.0
+    reach = max(5.0, 1.15 * reach) if math.isfinite(reach) else 5.0
+    ax.set_xlim(-reach, reach)
+    ticks = [t for t in (linthresh, 4 * linthresh, 10 * linthresh, 40 * linthresh) if t < reach]
+    ax.set_xticks([-t for t in ticks[::-1]] + [0] + ticks, [f"{-t:g}" for t in ticks[::-1]] + ["0"]
+                  + [f"+{t:g}" for t in ticks])
+    ax.tick_params(axis="x", labelsize=9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    for i in bold:
+        ax.get_yticklabels()[i].set_fontweight("bold")
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlabel("with − without (points of test accuracy; symmetric log scale)", fontsize=10)
+    ax.minorticks_off()
+    ax.grid(axis="y", visible=False)
+    fig.legend(loc="outside upper center", ncol=3, fontsize=9, frameon=False)
     return fig
-
-
-def claims_index(claims: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """All chapters' claims audits in one table, with an HTML link to each chapter's audit section."""
-    if not claims:
-        return pd.DataFrame(columns=["chapter", "claim", "source", "measurement", "verdict", "verdict_class", "link"])
-    df = pd.concat(claims.values(), ignore_index=True)
-    df["link"] = [f'<a href="{c}.html#{s}">{c[:2]}</a>' for c, s in zip(df["chapter"], df["section"])]
-    return df
-
-
-def bib_keys() -> set[str]:
-    """Citation keys of ``book/references.bib`` (to cite a claim's source where it is a key)."""
-    import re
-
-    from ibnb.core.utils import repo_root
-
-    bib = repo_root() / "book" / "references.bib"
-    return set(re.findall(r"^@\w+\{([^,\s]+),", bib.read_text(), flags=re.M)) if bib.exists() else set()
 
 
 #: the comparison quoted for each mechanism in the book's abstract: (chapter, start of the comparison's name)
@@ -287,9 +326,9 @@ HEADLINES = {
 
 
 def headline(eff: pd.DataFrame, mechanism: str) -> str | None:
-    """``"CNN − MLP: +2.9 ± 0.6 points with 200 training images, +1.4 ± 0.4 with 3,200 (cifar10, 2 seeds)"``
-    for the mechanism's headline comparison (the first accuracy comparison whose name starts as in
-    :data:`HEADLINES`); ``None`` when it was not measured."""
+    """``"CNN − MLP (cifar10): +2.9 [1.1, 4.7] points, n = 3, with 200 training images; +1.4 [0.2, 2.6] points,
+    n = 3, with 3,200"`` for the mechanism's headline comparison (the first accuracy comparison whose name starts
+    as in :data:`HEADLINES`); ``None`` when it was not measured."""
     if mechanism not in HEADLINES:
         return None
     chapter, start = HEADLINES[mechanism]
@@ -298,14 +337,8 @@ def headline(eff: pd.DataFrame, mechanism: str) -> str | None:
         return None
     comparison = cand["comparison"].iloc[0]
     g = cand[cand["comparison"] == comparison].sort_values("n_train")
-
-    def one(r) -> str:
-        s = "" if r["std"] != r["std"] else f" ± {r['std']:.1f}"
-        return f"{r['mean']:+.1f}{s}"
-
     first, last = g.iloc[0], g.iloc[-1]
-    unit = first["unit"]
-    text = f"{comparison}: {one(first)} {unit} with {first['n_train']:,} training images"
+    text = f"{comparison} ({first['dataset']}): {effect_text(first)}, with {first['n_train']:,} training images"
     if len(g) > 1:
-        text += f", {one(last)} with {last['n_train']:,}"
-    return text + f" ({first['dataset']}, {first['n']} seeds)"
+        text += f"; {effect_text(last)}, with {last['n_train']:,}"
+    return text

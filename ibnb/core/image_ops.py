@@ -182,7 +182,8 @@ def cutout(x, m, g):
     cx = torch.randint(0, w, (n, 1, 1), generator=g, device=x.device)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((rows - cy).abs() * 2 < side) & ((cols - cx).abs() * 2 < side)
+    top, left = cy - side // 2, cx - side // 2  # a side × side square around the centre (clipped at the edges)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
     return torch.where(inside.unsqueeze(1), torch.full_like(x, 0.5), x)
 
 

@@ -133,6 +133,7 @@ def calibrated_scores(val_logits: torch.Tensor, val_y: torch.Tensor, test_logits
 
 
 # ----------------------------------------------------------------------------- probes of frozen features
+@torch.no_grad()
 def extract_features(encoder: nn.Module, data: ImageData, *, batch_size: int = 500, device=None) -> torch.Tensor:
     """Frozen representations (float32, on ``device``) of every image of ``data``, in order, eval mode."""
     device = torch.device(device) if device is not None else next(encoder.parameters()).device

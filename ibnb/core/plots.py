@@ -48,56 +48,6 @@ def color(model: str):
     return MODEL_COLORS.get(model)
 
 
-def accuracy_vs_size(df: pd.DataFrame, *, panel: str = "augment", x: str = "n_train", value: str = "test_acc",
-                     title: str = "") -> plt.Figure:
-    """Test accuracy vs training-set size (log x), one line per model, mean ± std over seeds, one panel per
-    value of ``panel``."""
-    panels = list(dict.fromkeys(df[panel]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), sharey=True, squeeze=False)
-    s = summarize(df, [panel, "model", x], value)
-    for ax, pv in zip(axes[0], panels):
-        for model in dict.fromkeys(df["model"]):
-            d = s[(s[panel] == pv) & (s["model"] == model)].sort_values(x)
-            ax.errorbar(d[x], 100 * d["mean"], yerr=100 * d["std"].fillna(0), marker="o", capsize=3,
-                        label=model, color=color(model))
-        ax.set_xscale("log")
-        ticks = sorted(df[x].unique())
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("training images (log scale)")
-        ax.set_title(f"{panel} = {pv}")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(title="model", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def loss_curves(histories: dict, *, key_filter=lambda k: True, title: str = "") -> plt.Figure:
-    """Train (solid) and validation (dashed) loss per epoch for the histories whose key passes the filter;
-    keys are tuples starting with the model name."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    seen = set()
-    for key, frame in histories.items():
-        if not key_filter(key):
-            continue
-        model = key[0]
-        lab = model if model not in seen else None
-        seen.add(model)
-        ax.plot(frame["epoch"], frame["train_loss"], color=color(model), label=lab)
-        if "val_loss" in frame:
-            ax.plot(frame["epoch"], frame["val_loss"], color=color(model), ls="--")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_title(title or "training (solid) and validation (dashed) loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def paired_bars(table: pd.DataFrame, *, groups: str, bars: str, value: str = "test_acc", ylabel: str = "",
                 title: str = "") -> plt.Figure:
     """Grouped bar chart of mean ± std of ``value`` (×100) over seeds: one group per ``groups`` value,
