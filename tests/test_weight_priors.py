@@ -1,17 +1,24 @@
 """Sparse Variational Dropout and the Deep Weight Prior: the KL approximation, local reparameterisation,
-compression counting, the masked network, and the auxiliary KL bound."""
+compression counting, the masked network, the auxiliary KL bound, the train steps, and the two claims audits
+(verdicts that follow the data, the calibration gates)."""
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
-import ibnb.chapters.deep_weight_prior.sweep  # noqa: F401  (registers its presets)
-import ibnb.chapters.sparse_vd.sweep  # noqa: F401
+from ibnb.book.claims import CONSISTENT, CONTRADICTED, NOT_TESTABLE, SUPPORTED
+from ibnb.chapters.deep_weight_prior import claims_audit as dwp_audit
 from ibnb.chapters.deep_weight_prior import method as dwp
-from ibnb.core.models import sparse_vd as svd
+from ibnb.chapters.sparse_vd import claims_audit as svd_audit
+from ibnb.chapters.sparse_vd.method import ELBOStep, kl_weight
 from ibnb.core.models import create_model
+from ibnb.core.models import sparse_vd as svd
+from ibnb.core.models.bayesian import BayesCNN, BayesConv2d
+from ibnb.core.models.kernel_vae import KernelVAE, gaussian_nll, kl_std_normal
+from ibnb.core.train import step_key
 
 
 def mc_kl_log_uniform_plus_const(log_alpha: float, n: int = 2_000_000, seed: int = 0) -> float:
@@ -95,13 +102,27 @@ def test_masked_dense_copy_gives_the_same_outputs_and_models_build():
 
 
 def test_kl_warm_up_schedule_and_elbo_step_logs_terms():
-    assert [svd.kl_weight(e, 5, 20) for e in (0, 4.9, 5, 12.5, 20, 100)] == [0, 0, 0, 0.5, 1, 1]
+    assert [kl_weight(e, 5, 20) for e in (0, 4.9, 5, 12.5, 20, 100)] == [0, 0, 0, 0.5, 1, 1]
     torch.manual_seed(0)
     m = create_model("lenet300_100_svd", image_size=8)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
-    out = svd.elbo_step(100, 1, 2)(m, opt, torch.randn(4, 1, 8, 8), torch.arange(4), 1.5)
+    out = ELBOStep(100, 1, 2)(m, opt, torch.randn(4, 1, 8, 8), torch.arange(4), 1.5)
     assert out.loss.item() == pytest.approx((out.terms["nll"] + 0.5 * out.terms["kl"]).item(), rel=1e-5)
     assert {"sp0", "sp1", "sp2", "beta"} <= set(out.terms)
+
+
+def test_train_steps_are_frozen_dataclasses_keyed_by_their_fields():
+    assert step_key(ELBOStep(100, 1.0, 4.0)) == "ELBOStep(n_train=100, kl_zero_epochs=1.0, kl_full_epochs=4.0)"
+    assert step_key(ELBOStep(100, 1.0, 4.0)) != step_key(ELBOStep(100, 1.0, 5.0))
+    assert step_key(dwp.VIStep(50, "DWP")) != step_key(dwp.VIStep(50, "N(0,1)"))
+    assert step_key(dwp.L2Step(50)) == "L2Step(n_train=50, prior_var=1.0)"
+    with pytest.raises(Exception):
+        ELBOStep(100).n_train = 5  # frozen
+    torch.manual_seed(0)
+    net = create_model("dwp_cnn", width1=2, width2=3)
+    out = dwp.L2Step(10)(net, torch.optim.SGD(net.parameters(), 0.1), torch.randn(4, 1, 28, 28), torch.arange(4), 0)
+    l2 = sum((p ** 2).sum() for p in net.parameters() if p.ndim > 1) / 20
+    assert out.terms["l2"].item() == pytest.approx(l2.item(), rel=0.05) and "nll" in out.terms
 
 
 class _LinearGaussian:
@@ -140,7 +161,7 @@ def test_auxiliary_bound_is_above_the_kl_and_tight_with_the_true_posterior():
     def bound(encode):  # per-sample auxiliary bounds (one q sample = one "kernel set")
         zm, zl = encode(w)
         z = zm + (0.5 * zl).exp() * torch.randn_like(zm)
-        per = dwp.kl_std_normal(zm, zl) + dwp.gaussian_nll(w, *toy.decode(z))
+        per = kl_std_normal(zm, zl) + gaussian_nll(w, *toy.decode(z))
         return per - dwp.gaussian_entropy(log_sigma2)
 
     tight, loose = bound(toy.exact_encode), bound(toy.bad_encode)
@@ -154,46 +175,124 @@ def test_auxiliary_bound_is_above_the_kl_and_tight_with_the_true_posterior():
 
 
 def test_gaussian_prior_kl_is_exact_and_priors_give_finite_kl():
-    layer = dwp.BayesConv2d(1, 2, 3, log_sigma2_init=-2.0)
+    layer = BayesConv2d(1, 2, 3, log_sigma2_init=-2.0)
     pr = dwp.GaussianPrior(0.0, 1.0)
     q = torch.distributions.Normal(layer.weight, (0.5 * layer.log_sigma2).exp())
     ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum()
     assert pr.kl(layer).item() == pytest.approx(ref.item(), rel=1e-5)
     vae, losses = dwp.fit_vae(torch.randn(64, 3, 3) * 0.1, steps=30)
     assert losses[-1] < losses[0] and vae.sample(5).shape == (5, 3, 3)
-    net = dwp.BayesCNN([dwp.DWPPrior(dwp.KernelVAE(7)), dwp.LogUniformPrior()], width1=2, width2=3)
+    net = BayesCNN([dwp.DWPPrior(KernelVAE(7)), dwp.LogUniformPrior(), dwp.GaussianPrior()], width1=2, width2=3)
     net(torch.randn(2, 1, 28, 28))
     assert torch.isfinite(net.kl())
+    assert len(dwp.make_priors("N(0,1)", {}, {})) == 3
+    with pytest.raises(ValueError):
+        BayesCNN([dwp.GaussianPrior()])
 
 
-def test_dwp_comparison_verdict_counts_losses_before_wins():
-    from ibnb.chapters.deep_weight_prior.sweep import comparison_verdict
-
-    assert comparison_verdict(5, 5, 0) == "reproduced at every size"
-    assert comparison_verdict(2, 5, 0).startswith("partly reproduced")
-    assert comparison_verdict(4, 5, 1).startswith("contradicted")
-    assert comparison_verdict(0, 5, 0) == "not reproduced at this profile"
+# ----------------------------------------------------------------------------- the claims audits
+SVD_P = {"networks": ["lenet300_100"], "epochs": {"lenet300_100": 200}, "seeds": {"lenet300_100": 3},
+         "random_label_epochs": 200}
 
 
-def test_sparse_vd_claims_audit_follows_the_table():
-    import pandas as pd
-
-    from ibnb.chapters.sparse_vd import sweep as S
-
+def _svd_results(dense_err=1.64, svd_err=1.70, comp=70.0, seeds=3, converged=True):
+    """A results table shaped like chapter 05's: dense and Sparse VD LeNet-300-100 over ``seeds`` seeds plus the
+    random-label control (one seed)."""
     rows = []
-    for seed in range(2):
-        for method, err, comp in (("dense", 1.6, 1.0), ("sparse VD", 1.7, 70.0)):
+    for seed in range(seeds):
+        for method, err, c in (("dense", dense_err, 1.0), ("sparse VD", svd_err, comp)):
+            e = err + 0.01 * seed
             rows.append(dict(experiment="table", network="lenet300_100", method=method, seed=seed, labels="true",
-                             error_pct=err + 0.01 * seed, compression=comp, kept=1, weights=100,
-                             masked_dense_error_pct=err + 0.01 * seed if method == "sparse VD" else None))
+                             n_train=60_000, error_pct=e, compression=c + seed, kept=100, weights=266_200,
+                             masked_dense_error_pct=e if method == "sparse VD" else None, converged=converged))
     rows.append(dict(experiment="random_labels", network="lenet300_100", method="sparse VD", seed=0,
-                     labels="shuffled", error_pct=90.0, compression=1e4, kept=0, weights=100,
-                     masked_dense_error_pct=90.0))
-    audit = S.claims_audit(pd.DataFrame(rows), ["lenet300_100"])["verdict"]
-    assert audit["lenet300_100"] == "reproduced at this profile"
-    assert audit["accuracy"].startswith("consistent") and audit["mask"] == "confirmed"
-    assert audit["random_labels"].startswith("reproduced")
-    worse = pd.DataFrame(rows).assign(error_pct=lambda d: d["error_pct"] + 3 * (d["method"] == "sparse VD"))
-    audit = S.claims_audit(worse, ["lenet300_100"])["verdict"]
-    assert audit["lenet300_100"].startswith("not reached") and audit["accuracy"].startswith("contradicted")
-    assert audit["mask"] == "not confirmed"  # the masked error column no longer matches
+                     labels="shuffled", n_train=60_000, error_pct=90.0, compression=2e4, kept=12, weights=266_200,
+                     masked_dense_error_pct=90.0, converged=converged))
+    return pd.DataFrame(rows)
+
+
+def _verdicts(claims):
+    return {c.claim: c for c in claims}
+
+
+def test_sparse_vd_audit_follows_the_table():
+    good = _verdicts(svd_audit.claims(_svd_results(), SVD_P))
+    assert good["Sparse VD compresses LeNet-300-100 68×"].verdict == SUPPORTED
+    assert good["Sparse VD costs LeNet-300-100 no accuracy against the dense network"].verdict == CONSISTENT
+    assert good["the zeroed network gives the reported error"].verdict == SUPPORTED
+    rl = good["Sparse VD removes all the weights of a network trained on random labels"]
+    assert rl.verdict == NOT_TESTABLE and "1 seed" in rl.reason
+    # Sparse VD 3 points worse and pruning less: the same audit contradicts both claims
+    bad = _svd_results(svd_err=4.7, comp=20.0)
+    bad.loc[bad["method"] == "sparse VD", "masked_dense_error_pct"] = 4.0
+    worse = _verdicts(svd_audit.claims(bad, SVD_P))
+    assert worse["Sparse VD compresses LeNet-300-100 68×"].verdict == CONTRADICTED
+    assert worse["Sparse VD costs LeNet-300-100 no accuracy against the dense network"].verdict == CONTRADICTED
+    assert worse["the zeroed network gives the reported error"].verdict == CONTRADICTED
+
+
+def test_sparse_vd_audit_needs_seeds_convergence_and_a_calibrated_dense_baseline():
+    claim = "Sparse VD costs LeNet-300-100 no accuracy against the dense network"
+    two = _verdicts(svd_audit.claims(_svd_results(seeds=2), SVD_P))[claim]
+    assert two.verdict == NOT_TESTABLE and "2 seeds" in two.reason
+    unconverged = _verdicts(svd_audit.claims(_svd_results(converged=False), SVD_P))[claim]
+    assert unconverged.verdict == NOT_TESTABLE and "convergence" in unconverged.reason
+    off = _verdicts(svd_audit.claims(_svd_results(dense_err=4.3, svd_err=4.35), SVD_P))[claim]
+    assert off.verdict == NOT_TESTABLE and "dense LeNet-300-100 baseline" in off.reason
+    cal = svd_audit.calibration(_svd_results(dense_err=4.3), SVD_P)
+    assert [c.within for c in cal] == [False, True, True]  # dense error off; Sparse VD error and compression on
+
+
+def test_a_single_seed_prints_no_zero_spread():
+    """LeNet-5 with 1 seed: every text of the audit says n = 1 and shows no interval (never "± 0.00")."""
+    df = _svd_results(seeds=1)
+    texts = [c.measurement for c in svd_audit.claims(df, SVD_P)]
+    texts += [c.row()["ours"] for c in svd_audit.calibration(df, SVD_P)]
+    assert all("±" not in t and "[" not in t for t in texts), texts
+    assert any(t.endswith("n = 1") for t in texts)
+
+
+DWP_P = {"methods": ["DWP", "log-uniform", "N(0,1)", "learned Gaussian", "L2 (deterministic)"], "sizes": [50, 1000],
+         "seeds": 3, "target_steps": 3000, "inits": ["xavier", "learned filters", "DWP samples"],
+         "init_n_per_class": 100, "init_seeds": 3}
+
+
+def _dwp_results(dwp_gain=4.0, log_uniform=None, converged=True):
+    """A results table shaped like chapter 06's: every method at the paper's accuracy (log-uniform overridden by
+    ``log_uniform``), DWP ``dwp_gain`` points above its paper value's baseline, 3 seeds; init runs."""
+    rows = []
+    for n, paper in dwp_audit.PAPER.items():
+        for seed in range(3):
+            for m in DWP_P["methods"]:
+                acc = paper.get(m, paper["N(0,1)"])
+                acc = {"DWP": max(paper.values()) + dwp_gain, "log-uniform": log_uniform or acc}.get(m, acc)
+                rows.append(dict(experiment="small_data", method=m, n_train=n, seed=seed, steps=3000,
+                                 test_acc=(acc + 0.1 * seed) / 100, converged=converged))
+    for seed in range(3):
+        for init, loss in (("xavier", 2.0), ("learned filters", 1.8), ("DWP samples", 1.7)):
+            rows.append(dict(experiment="init", method=init, n_train=1000, seed=seed, test_acc=0.9,
+                             first_epoch_loss=loss + 0.01 * seed, converged=converged))
+    return pd.DataFrame(rows)
+
+
+def test_dwp_audit_follows_the_data_when_the_baselines_are_calibrated():
+    good = _verdicts(dwp_audit.claims(_dwp_results(), DWP_P))
+    assert good["DWP beats the N(0,1) prior with little data"].verdict == SUPPORTED
+    assert good["DWP beats a deterministic net with an L2 penalty with little data"].verdict == SUPPORTED
+    assert good["kernels sampled from the DWP train faster than Xavier initialisation"].verdict == SUPPORTED
+    worse = _verdicts(dwp_audit.claims(_dwp_results(dwp_gain=-10.0), DWP_P))
+    assert worse["DWP beats the N(0,1) prior with little data"].verdict == CONTRADICTED
+
+
+def test_dwp_claims_are_not_testable_while_a_baseline_is_far_from_the_paper():
+    df = _dwp_results(log_uniform=10.0)
+    gate = dwp_audit.baseline_gate(dwp_audit.calibration(df, DWP_P))
+    assert not gate[0] and "log-uniform" in gate[1]
+    claims = _verdicts(dwp_audit.claims(df, DWP_P))
+    for name, c in claims.items():
+        if "DWP" in name:
+            assert c.verdict == NOT_TESTABLE and "baseline" in c.reason, (name, c.reason)
+    # the learned filters do not depend on the DWP: that claim is still decided
+    assert claims["learned source filters train faster than Xavier initialisation"].verdict == SUPPORTED
+    unconverged = _verdicts(dwp_audit.claims(_dwp_results(converged=False), DWP_P))
+    assert unconverged["DWP beats the N(0,1) prior with little data"].verdict == NOT_TESTABLE

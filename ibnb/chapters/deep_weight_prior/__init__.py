@@ -1,0 +1,119 @@
+"""Chapter 06 — the Deep Weight Prior (Atanov et al. 2019), the chapter contract of :mod:`ibnb.chapters`.
+
+Kernel VAEs fitted to the filters of CNNs trained on PACS sketches become the prior of a Bayesian CNN trained on a
+few MNIST images, against log-uniform, N(0, 1) and learned-Gaussian priors and a deterministic net with L2; a
+second experiment compares initialisations. Files: ``presets.py`` (knobs), ``method.py`` (priors, the auxiliary
+bound, the train steps), ``source.py`` (source nets and VAEs), ``sweep.py`` (the target runs), ``claims_audit.py``
+(claims and calibration), ``figures.py``; the networks are in :mod:`ibnb.core.models.bayesian`,
+:mod:`ibnb.core.models.kernel_vae` and :mod:`ibnb.core.models.lenet`.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ibnb.book.claims import NOT_TESTABLE, effect_of, group_effect, tally
+from ibnb.book.page import Audit, Markdown
+from ibnb.book.tables import Table, table
+from ibnb.chapters.deep_weight_prior import claims_audit as _audit
+from ibnb.chapters.deep_weight_prior import figures as _figures
+from ibnb.chapters.deep_weight_prior.presets import NOTEBOOK
+from ibnb.chapters.deep_weight_prior.source import HELD_PER_CLASS
+from ibnb.chapters.deep_weight_prior.sweep import Outcome, run_sweep
+from ibnb.core.reference import changes
+
+__all__ = ["NOTEBOOK", "Outcome", "run", "audit", "numbers", "figures", "tables"]
+#: short glue keys per method
+KEYS = {"DWP": "dwp", "log-uniform": "lu", "N(0,1)": "n01", "learned Gaussian": "lg", "L2 (deterministic)": "l2"}
+INIT_KEYS = {"xavier": "xav", "learned filters": "filt", "DWP samples": "dwps"}
+
+
+def run(P: dict, progress: bool = False) -> Outcome:
+    """Source nets, VAEs and every target run; writes ``book/results/06_deep_weight_prior/<profile>.csv``."""
+    return run_sweep(P, progress=progress)
+
+
+def audit(out: Outcome, P: dict) -> Audit:
+    """Claims (through :func:`ibnb.book.claims.judge`, DWP claims gated on the baselines' calibration) and
+    calibration rows against the paper's MNIST table."""
+    return _audit.audit(out.df, P)
+
+
+def _source_numbers(out: Outcome, P: dict) -> dict:
+    st = out.source_table
+    return {"n_src": len(out.source), "n_nets": P["n_source_nets"], "w1": P["width1"], "w2": P["width2"],
+            "src_epochs": P["source_epochs"], "src_held": HELD_PER_CLASS * len(out.source.classes),
+            "src_acc": Markdown(effect_of(st["source_acc"].tolist(), unit="%",
+                                          converged=st["converged"].tolist()).text(signed=False)),
+            "src_converged": int(st["converged"].sum()), "zdim": P["z_dim"], "vae_steps": P["vae_steps"],
+            "n_k1": len(out.kernels["conv1"]), "n_k2": len(out.kernels["conv2"]),
+            "src_sd1": float(out.kernels["conv1"].std()), "src_sd2": float(out.kernels["conv2"].std())}
+
+
+def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
+    small = _audit.small_runs(out.df)
+    lo, hi = min(P["sizes"]), max(P["sizes"])
+    n = {"sizes_txt": Markdown(", ".join(f"{s:,}" for s in P["sizes"])), "n_seeds": P["seeds"],
+         "steps": P["target_steps"], "tbatch": P["target_batch"], "lr": float(P["lr"]), "n_lo": lo, "n_hi": hi,
+         "n_test": int(out.df["n_test"].iloc[0]), "n_val": 10 * P["val_per_class"], "n_sizes": len(P["sizes"]),
+         "n_small_converged": int(small["converged"].sum()), "n_small": len(small)}
+    mean_lo = small[small["n_train"] == lo].groupby("method")["test_acc"].mean().sort_values(ascending=False)
+    n["best_lo"] = Markdown(f"`{mean_lo.index[0]}`")
+    fin = small.groupby(["method", "n_train"])["final_nll"].mean()
+    for m in P["methods"]:
+        key = KEYS[m]
+        for size, tag in ((lo, "lo"), (hi, "hi")):
+            n[f"acc_{key}_{tag}"] = Markdown(e["acc"][(m, size)].text(signed=False))
+            if m != "DWP":
+                n[f"vs_{key}_{tag}"] = Markdown(e["vs"][(m, size)].text())
+        if m != "DWP":
+            n[f"avg_{key}"] = Markdown(e["avg"][m].text())
+        n[f"nll_{key}_lo"] = float(fin.loc[(m, lo)])
+    return n
+
+
+def _init_numbers(out: Outcome, P: dict, e: dict) -> dict:
+    init = _audit.init_runs(out.df)
+    n = {"init_n": int(init["n_train"].iloc[0]), "init_seeds": P["init_seeds"], "init_epochs": P["init_epochs"]}
+    for i in P["inits"]:
+        d = init[init["method"] == i]
+        n[f"loss1_{INIT_KEYS[i]}"] = float(d["first_epoch_loss"].mean())
+        n[f"iacc_{INIT_KEYS[i]}"] = Markdown(group_effect(d).text(signed=False))
+        if i in e["init"]:
+            n[f"gain_{INIT_KEYS[i]}"] = Markdown(e["init"][i].text(digits=3))
+    return n
+
+
+def numbers(out: Outcome, P: dict) -> dict:
+    """Every number the page quotes, by glue name."""
+    e = _audit.effects(out.df, P)
+    n = {**_source_numbers(out, P), **_small_numbers(out, P, e), **_init_numbers(out, P, e)}
+    a = _audit.audit(out.df, P)
+    t = tally(a.claims)
+    gate = _audit.baseline_gate(a.calibration)
+    n.update(n_claims=len(a.claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(a.claims) - t[NOT_TESTABLE],
+             n_cal=len(a.calibration), n_cal_within=sum(c.within for c in a.calibration),
+             cal_tol=_audit.TOLERANCE, gate=Markdown(gate[1] or "the baselines are within tolerance"),
+             earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)))
+    return n
+
+
+def figures(out: Outcome, P: dict) -> dict:
+    """The chapter's figures by glue name."""
+    return {"fig_source": _figures.source_examples(out.source),
+            "fig_kernels": _figures.kernels_and_samples(out.kernels, out.vaes),
+            "fig_vae": _figures.vae_losses(out.vae_losses),
+            "fig_small_data": _figures.accuracy_vs_size(_audit.small_runs(out.df), P["methods"], _audit.PAPER),
+            "fig_init": _figures.init_curves(out.init_histories, P["inits"], P["init_seeds"])}
+
+
+def tables(out: Outcome, P: dict) -> dict:
+    """The chapter's tables by name (all through :func:`ibnb.book.tables.table`)."""
+    e = _audit.effects(out.df, P)
+    accuracy = pd.DataFrame([{"method": m, **{f"{n:,} images": e["acc"][(m, n)].text(signed=False)
+                                              for n in P["sizes"]}} for m in P["methods"]])
+    versus = pd.DataFrame([{"DWP − …": m, **{f"{n:,} images": e["vs"][(m, n)].text() for n in P["sizes"]},
+                            "averaged over sizes": e["avg"][m].text()} for m in P["methods"] if m != "DWP"])
+    st = out.source_table.assign(source_acc=lambda d: 100 * d["source_acc"])
+    source = table(st, columns={"seed": "seed", "source_acc": "held-out accuracy (%)", "converged": "converged",
+                                "convergence": "convergence check"})
+    return {"accuracy": table(accuracy), "versus": table(versus), "source": source}

@@ -8,8 +8,8 @@ approximation of the paper::
 
 Training uses the local reparameterisation trick (sample pre-activations, not weights): for a linear layer
 b ~ N(x θ, x² σ²); for a convolution b ~ N(conv(x, θ), conv(x², σ²)). At test time the mean θ is used and
-weights with log α > 3 are set to zero. The ELBO update lives with its chapter
-(:mod:`ibnb.chapters.sparse_vd.method`).
+weights with log α > 3 are set to zero. The ELBO update (a frozen-dataclass train step) lives with its chapter,
+``ibnb/chapters/sparse_vd/method.py``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_CLIP = 8.0  # log α is clipped to [-8, 8], as in the authors' code
 THRESHOLD = 3.0  # weights with log α > 3 are zeroed at test time
 LOG_SIGMA2_INIT = -10.0
+
+
+def log_alpha(theta: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:
+    """log α = log σ² − log θ² of a Gaussian N(θ, σ²) per weight, clipped to [−8, 8] (as in the authors' code)."""
+    return (log_sigma2 - torch.log(theta * theta + 1e-16)).clamp(-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
 
 
 def kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -49,8 +54,7 @@ class _SVDO(nn.Module):
     @property
     def log_alpha(self) -> torch.Tensor:
         """log α = log σ² − log θ², clipped to [−8, 8]."""
-        la = self.log_sigma2 - torch.log(self.weight * self.weight + 1e-16)
-        return la.clamp(-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
+        return log_alpha(self.weight, self.log_sigma2)
 
     def mask(self) -> torch.Tensor:
         """Boolean mask of the weights kept at test time (log α ≤ threshold)."""
@@ -62,9 +66,6 @@ class _SVDO(nn.Module):
     def kl(self) -> torch.Tensor:
         """Sum over the layer's weights of the approximate KL to the log-uniform prior."""
         return kl_log_uniform(self.log_alpha).sum()
-
-    def _mean_var(self, x: torch.Tensor):
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:  # posterior mean with the weights of large log α removed

@@ -1,0 +1,42 @@
+"""Chapter 06's knobs per profile (``smoke`` / ``cpu`` / ``gpu``) and their validation.
+
+``lr`` is the :class:`ibnb.core.train.TrainConfig` field of every run; the source nets train with batch
+``source_batch`` for ``source_epochs``, the target runs with batch ``target_batch`` for at least
+``target_steps`` steps, the initialisation runs for ``init_epochs``.
+"""
+from __future__ import annotations
+
+from ibnb.book.profiles import require
+
+NOTEBOOK = "06_deep_weight_prior"
+METHODS = ["DWP", "log-uniform", "N(0,1)", "learned Gaussian", "L2 (deterministic)"]
+#: the paper's baselines (the learned Gaussian is this book's own control)
+BASELINES = ["L2 (deterministic)", "log-uniform", "N(0,1)"]
+INITS = ["xavier", "learned filters", "DWP samples"]
+
+_COMMON = dict(source="pacs_sketch", width1=16, width2=32, source_batch=64, z_dim=2, vae_hidden=64, lr=1e-3,
+               methods=METHODS, inits=INITS, target_batch=50, device="auto")
+PRESETS = {
+    "smoke": {**_COMMON, "n_source_nets": 2, "source_epochs": 1, "vae_steps": 50, "sizes": [50, 100],
+              "seeds": 1, "target_steps": 5, "test_per_class": 20, "init_n_per_class": 10, "init_epochs": 2,
+              "init_seeds": 1, "val_per_class": 5},
+    "cpu": {**_COMMON, "n_source_nets": 6, "source_epochs": 8, "vae_steps": 1500, "sizes": [50, 100, 200, 500, 1000],
+            "seeds": 3, "target_steps": 80, "test_per_class": 100, "init_n_per_class": 100, "init_epochs": 8,
+            "init_seeds": 2, "val_per_class": 50},
+    "gpu": {**_COMMON, "n_source_nets": 50, "source_epochs": 30, "vae_steps": 20000, "width1": 32, "width2": 128,
+            "sizes": [50, 100, 200, 500, 1000], "seeds": 10, "target_steps": 3000, "test_per_class": 0,
+            "init_n_per_class": 5000, "init_epochs": 30, "init_seeds": 5, "val_per_class": 100, "vae_hidden": 256},
+}
+
+
+def validate(p: dict) -> None:
+    """Fail with a clear message on an inconsistent set of resolved parameters."""
+    require(set(p["methods"]) <= set(METHODS), f"methods must be among {METHODS}")
+    require("DWP" in p["methods"], "methods must include DWP (every comparison is against it)")
+    require(set(p["inits"]) <= set(INITS), f"inits must be among {INITS}")
+    require(p["source"] in ("pacs_sketch", "pacs_photo", "cifar10"), "source: pacs_sketch, pacs_photo or cifar10")
+    require(all(isinstance(n, int) and n >= 10 and n % 10 == 0 for n in p["sizes"]), "sizes: multiples of 10")
+    require(min(p["n_source_nets"], p["source_epochs"], p["vae_steps"], p["seeds"], p["target_steps"],
+                p["init_n_per_class"], p["init_epochs"], p["init_seeds"], p["val_per_class"]) >= 1,
+            "counts must be >= 1")
+    require(p["test_per_class"] >= 0, "test_per_class >= 0 (0 = all)")
