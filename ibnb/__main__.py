@@ -1,5 +1,5 @@
-"""``python -m ibnb``: run notebooks, mark stale pages, build the book (see ``ibnb.book.runner``)."""
-from ibnb.book.runner import main
+"""``python -m ibnb``: run notebooks, mark stale pages, build the book (see ``ibnb.book.cli``)."""
+from ibnb.book.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

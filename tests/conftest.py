@@ -37,9 +37,24 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.astype(np.uint8).tobytes())
 
 
+def tiny_registry(monkeypatch, name: str, **counts: int) -> None:
+    """Point the dataset registry's expected image counts at a tiny synthetic copy (the class set is kept)."""
+    from dataclasses import replace
+
+    from ibnb.core import data as D
+
+    monkeypatch.setitem(D.DATASETS, name, replace(D.DATASETS[name], counts=dict(counts)))
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PACS_CLASSES = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
+
+
 @pytest.fixture
-def mnist_root(tmp_path) -> Path:
-    """A data root with a tiny MNIST in torchvision's raw layout (40 train, 20 test images)."""
+def mnist_root(tmp_path, monkeypatch) -> Path:
+    """A data root with a tiny MNIST in torchvision's raw layout (40 train, 20 test images); the registry
+    expects these counts for the test's duration."""
+    tiny_registry(monkeypatch, "mnist", train=40, test=20)
     raw = tmp_path / "data" / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -67,14 +82,17 @@ def write_image_tar(tar_path: Path, top: str, classes: list[str], per_class: int
 
 
 @pytest.fixture
-def image_tar_root(tmp_path) -> Path:
-    """A data root with tiny CIFAR-10 tars (3 classes × 4) and PACS tars (7 classes × 5, 40 px)."""
+def image_tar_root(tmp_path, monkeypatch) -> Path:
+    """A data root with tiny CIFAR-10 tars (10 classes × 2) and PACS tars (7 classes × 5, 40 px); the registry
+    expects these counts for the test's duration."""
     root = tmp_path / "data"
     for split in ("train", "test"):
-        write_image_tar(root / "cifar10" / f"{split}.tar", split, ["airplane", "bird", "cat"], 4, 32, "JPEG")
-    classes = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
-    write_image_tar(root / "pacs" / "photo.tar", "photo", classes, 5, 40, "JPEG")
-    write_image_tar(root / "pacs" / "sketch.tar", "sketch", classes, 5, 40, "PNG")
+        write_image_tar(root / "cifar10" / f"{split}.tar", split, CIFAR_CLASSES, 2, 32, "JPEG")
+    write_image_tar(root / "pacs" / "photo.tar", "photo", PACS_CLASSES, 5, 40, "JPEG")
+    write_image_tar(root / "pacs" / "sketch.tar", "sketch", PACS_CLASSES, 5, 40, "PNG")
+    tiny_registry(monkeypatch, "cifar10", train=20, test=20)
+    tiny_registry(monkeypatch, "pacs_photo", all=35)
+    tiny_registry(monkeypatch, "pacs_sketch", all=35)
     return root
 
 

@@ -19,7 +19,7 @@ import papermill
 import pytest
 
 from ibnb.book import provenance
-from ibnb.book import runner
+from ibnb.book import cli, runner, stale
 from ibnb.book.runner import Paths, RunnerError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +76,11 @@ def test_code_hash_changes_when_a_file_changes(tmp_path):
     shutil.copytree(REPO / "ibnb", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     h0 = provenance.code_hash(pkg)
     assert len(h0) == 12 and h0 == provenance.code_hash(pkg)  # deterministic
-    target = pkg / "runner.py"
+    target = pkg / "book" / "runner.py"
     target.write_text(target.read_text() + "\n# a comment\n")
     h1 = provenance.code_hash(pkg)
     assert h1 != h0
-    (pkg / "models" / "new_module.py").write_text("x = 1\n")
+    (pkg / "core" / "models" / "new_module.py").write_text("x = 1\n")
     assert provenance.code_hash(pkg) not in (h0, h1)
     (pkg / "notes.txt").write_text("not python")  # non-.py files do not count
     assert provenance.code_hash(pkg) == provenance.code_hash(pkg)
@@ -121,8 +121,8 @@ def test_start_rejects_non_dict_params():
     ("None", None), ("null", None), ("gpu", "gpu"), ("yes", "yes"), ("[1, 2]", [1, 2]), ("a b", "a b"),
 ])
 def test_parse_value_like_papermill(text, value):
-    assert runner.parse_value(text) == value
-    assert type(runner.parse_value(text)) is type(value)
+    assert cli.parse_value(text) == value
+    assert type(cli.parse_value(text)) is type(value)
 
 
 def test_unknown_parameter_is_a_clear_error(layout, fake_papermill):
@@ -134,7 +134,7 @@ def test_unknown_parameter_is_a_clear_error(layout, fake_papermill):
 
 
 def test_cli_unknown_parameter_exits_nonzero(layout, fake_papermill, capsys):
-    code = runner.main(["--repo", str(layout.repo), "run", "tiny", "-p", "nope", "1", "--no-progress"])
+    code = cli.main(["--repo", str(layout.repo), "run", "tiny", "-p", "nope", "1", "--no-progress"])
     assert code != 0
     assert "unknown parameter(s) nope" in capsys.readouterr().err
 
@@ -211,7 +211,7 @@ def test_failing_notebook_leaves_no_partial_output(layout):
 
 def test_failing_notebook_with_no_previous_copy(layout, capsys):
     make_notebook(layout.notebooks / "tiny.ipynb", body="raise ValueError('boom')")
-    code = runner.main(["--repo", str(layout.repo), "run", "--no-progress"])
+    code = cli.main(["--repo", str(layout.repo), "run", "--no-progress"])
     assert code == 1
     assert "ValueError: boom" in capsys.readouterr().err
     assert list(layout.experiments.iterdir()) == []
@@ -220,7 +220,7 @@ def test_failing_notebook_with_no_previous_copy(layout, capsys):
 # ----------------------------------------------------------------------------- mark-stale
 def _stale_cells(path: Path) -> list:
     nb = nbformat.read(path, as_version=4)
-    return [i for i, c in enumerate(nb.cells) if runner.STALE_TAG in c.metadata.get("tags", [])]
+    return [i for i, c in enumerate(nb.cells) if stale.STALE_TAG in c.metadata.get("tags", [])]
 
 
 def test_mark_stale_inserts_refreshes_and_removes(layout, fake_papermill):
@@ -228,35 +228,35 @@ def test_mark_stale_inserts_refreshes_and_removes(layout, fake_papermill):
     run_tiny(layout, profile="smoke")
     code = nbformat.read(dest, as_version=4).metadata["ibnb"]["code_hash"]
 
-    assert runner.mark_stale(layout, code=code, echo=False) == {"tiny": []}
+    assert stale.mark_stale(layout, code=code, echo=False) == {"tiny": []}
     assert _stale_cells(dest) == []
     before = dest.read_bytes()
-    runner.mark_stale(layout, code=code, echo=False)
+    stale.mark_stale(layout, code=code, echo=False)
     assert dest.read_bytes() == before  # untouched when nothing changes
 
-    report = runner.mark_stale(layout, code="ffffffffffff", echo=False)
+    report = stale.mark_stale(layout, code="ffffffffffff", echo=False)
     assert "ibnb code changed" in report["tiny"][0]
     assert _stale_cells(dest) == [1]
     cell = nbformat.read(dest, as_version=4).cells[1]
     assert cell.cell_type == "markdown" and "{warning}" in cell.source and "make book" in cell.source
 
     make_notebook(layout.notebooks / "tiny.ipynb", body="result = 7")
-    report = runner.mark_stale(layout, code="ffffffffffff", echo=False)
+    report = stale.mark_stale(layout, code="ffffffffffff", echo=False)
     assert len(report["tiny"]) == 2 and _stale_cells(dest) == [1]  # refreshed, still one cell
     assert "source notebook" in nbformat.read(dest, as_version=4).cells[1].source
 
     run_tiny(layout, profile="smoke")  # re-executed: current again
     code = nbformat.read(dest, as_version=4).metadata["ibnb"]["code_hash"]
-    runner.mark_stale(layout, code="ffffffffffff", echo=False)
+    stale.mark_stale(layout, code="ffffffffffff", echo=False)
     assert _stale_cells(dest) == [1]
-    assert runner.mark_stale(layout, code=code, echo=False) == {"tiny": []}
+    assert stale.mark_stale(layout, code=code, echo=False) == {"tiny": []}
     assert _stale_cells(dest) == []
     nbformat.validate(nbformat.read(dest, as_version=4))
 
 
 def test_mark_stale_flags_notebooks_without_metadata(layout):
     shutil.copyfile(layout.notebooks / "tiny.ipynb", layout.experiments / "tiny.ipynb")
-    report = runner.mark_stale(layout, echo=False)
+    report = stale.mark_stale(layout, echo=False)
     assert "not produced by" in report["tiny"][0]
 
 
@@ -293,7 +293,7 @@ def test_finish_records_imported_modules_for_the_runner(tmp_path, monkeypatch):
     monkeypatch.setenv("IBNB_PROVENANCE_FILE", str(sidecar))
     info = provenance.start("nb", {"profile": "smoke"}).finish(display=False)
     deps = json.loads(sidecar.read_text())
-    assert "provenance.py" in deps["code_files"] and "utils.py" in deps["code_files"]
+    assert "book/provenance.py" in deps["code_files"] and "core/utils.py" in deps["code_files"]
     assert deps["code_hash"] == info["code_hash"] == provenance.code_hash(files=deps["code_files"])
 
 
@@ -363,9 +363,9 @@ def test_synthesis_page_reruns_when_the_results_it_reads_change(layout, fake_pap
     assert run() == "skipped"
     table.write_text("a\n2\n")
     assert run() == "executed"
-    assert runner.mark_stale(paths, echo=False)["summary"] == []
+    assert stale.mark_stale(paths, echo=False)["summary"] == []
     table.write_text("a\n3\n")
-    reasons = runner.mark_stale(paths, echo=False)["summary"]
+    reasons = stale.mark_stale(paths, echo=False)["summary"]
     assert any("results" in r for r in reasons)
 
 

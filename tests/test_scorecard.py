@@ -150,11 +150,11 @@ def test_calibration_summary_lists_every_chapters_rows():
     t = pages.calibration_summary(cal)
     md = t.markdown
     assert "CNN test accuracy; CIFAR-10, 3,200 images" in md and "64.0 % {cite:p}`bachmann2023scaling`" in md
-    assert "-2.0 % (within ±5 %)" in md and "nan" not in md.lower()
+    assert "-2.0 points (within ±5 points)" in md and "nan" not in md.lower()
     far = C.Calibration("MLP test accuracy", C.effect_of([0.2, 0.3], unit="%"), 60.0, "", "toy", 5.0)
     C.write_claims(_claims("02_x", [C.SUPPORTED]), "02_x", "cpu", calibration=[far])
     md = pages.calibration_summary(pages.read_calibration_all("cpu", results.results_dir())).markdown
-    assert "-35.0 % (**outside** ±5 %)" in md and md.count("\n") == 4  # header, rule, two rows
+    assert "-35.0 points (**outside** ±5 points)" in md and md.count("\n") == 4  # header, rule, two rows
     assert isinstance(pages.calibration_summary(cal.iloc[:0]), pages.Markdown)
 
 

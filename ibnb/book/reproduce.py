@@ -17,8 +17,9 @@ TIMING_COLUMNS = ["notebook", "profile", "wall_s", "executed_at", "device", "cpu
 
 def timings(results_root: Path) -> pd.DataFrame:
     """``timings.csv`` written by the runner after every execution (empty frame when there is none)."""
-    path = results_root / "timings.csv"
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=TIMING_COLUMNS)
+    from ibnb.book.results import read_timings
+
+    return read_timings(results_root)
 
 
 def timing_frame(t: pd.DataFrame, notebooks: list[str]) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Execute the book's notebooks, flag stale pages and build the HTML book.
+"""Execute the book's notebooks and build the HTML book (stale marks: :mod:`ibnb.book.stale`; the command line:
+:mod:`ibnb.book.cli`; the defences against faults: :mod:`ibnb.book.guard`).
 
 Command line (``python -m ibnb --help``)::
 
@@ -12,35 +13,36 @@ and moved into place only on success, so ``book/experiments`` never holds a part
 notebook.  The executed copy records ``nb.metadata["ibnb"]`` (hashes, parameters,
 timing); a notebook whose run hash (source cells + parameters + ibnb code hash) is
 unchanged is skipped.  Every function takes explicit paths so tests can use tmp dirs.
+
+Faults (see :mod:`ibnb.book.guard`): destinations are checked writable before executing, Ctrl-C prints one line,
+temp folders never outlive a run, operator warnings reach the terminal and never the page.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import nbformat
 
+from ibnb.book.guard import (Interrupted, KernelStderr, OperatorRelay, RunnerError, check_destinations,
+                             interrupted_line, keep_failed, machine_paths, page_lock, scrub_machine_paths,
+                             sweep_stale_temp_folders)
 from ibnb.book.provenance import code_hash as current_code_hash
-from ibnb.core.utils import atomic_write, repo_root
+from ibnb.book.results import TIMING_COLUMNS, ResultsError, read_timings  # noqa: F401  (TIMING_COLUMNS re-exported)
+from ibnb.core.utils import OPERATOR_LOG_VAR, atomic_write, repo_root
 
 DEFAULT_PROFILE = "cpu"
 KERNEL = "python3"
-STALE_TAG = "ibnb-stale"
-STALE_CELL_ID = "ibnb-stale"
-
-
-class RunnerError(RuntimeError):
-    """A user-facing failure: the message says what went wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -83,36 +85,6 @@ class Outcome:
 
 
 # ----------------------------------------------------------------------------- parameters
-def parse_value(text: str) -> Any:
-    """Parse a ``-p NAME VALUE`` value like papermill: bool / None / int / float / str.
-
-    ``True``/``False``/``None`` (Python spelling) and YAML ``true``/``false``/``null``
-    are recognised; numbers become int or float; YAML lists/dicts such as ``[1, 2]``
-    are accepted; anything else stays a string (``yes``/``on`` stay strings).
-    """
-    literals = {"True": True, "False": False, "None": None}
-    if text in literals:
-        return literals[text]
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if value is None and text.strip().lower() in ("null", "~"):
-        return None
-    if isinstance(value, bool):
-        return value if text.strip().lower() in ("true", "false") else text
-    if isinstance(value, (list, dict)):
-        return value
-    return text
-
-
 def notebook_parameters(path: Path) -> dict[str, dict]:
     """Parameters declared in the notebook's cell tagged ``parameters`` (papermill)."""
     import papermill
@@ -187,9 +159,6 @@ def provenance_fields(nb: nbformat.NotebookNode) -> dict[str, str]:
     return {}
 
 
-TIMING_COLUMNS = ["notebook", "profile", "wall_s", "executed_at", "device", "cpu_threads", "commit"]
-
-
 def record_timing(paths: Paths, nb: nbformat.NotebookNode, stem: str) -> Path:
     """Upsert this execution's wall time into ``<results>/timings.csv`` (one row per notebook and profile),
     which the reproduce page shows; the device and threads come from the page's provenance box."""
@@ -201,6 +170,7 @@ def record_timing(paths: Paths, nb: nbformat.NotebookNode, stem: str) -> Path:
            "executed_at": meta["executed_at"], "device": prov.get("device", "unknown"),
            "cpu_threads": prov.get("CPU threads", "unknown"), "commit": prov.get("commit", "unknown")}
     path = paths.results_dir / "timings.csv"
+    read_timings(paths.results_dir)  # a damaged log is an error naming file, row and column, never rewritten
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     rows = [r for r in rows if (r["notebook"], r["profile"]) != (stem, row["profile"])] + [row]
     rows.sort(key=lambda r: (r["notebook"], r["profile"]))
@@ -264,11 +234,9 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
 
     Papermill writes into a private temporary folder; only a successful run is moved to
     ``dest`` (atomically).  On failure ``dest`` is left as it was and :class:`RunnerError`
-    names the notebook and the failing cell; the partial output stays in the temp folder.
+    names the notebook and the failing cell; the partial output is copied to ``_build/failed/``. The
+    temporary folder is removed on every exit path.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     stem = src.stem
     check_params(src, params)
     src_nb = nbformat.read(src, as_version=4)
@@ -280,34 +248,66 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
     if not force and old.get("hash") == key:
         return Outcome(stem, "skipped", float(old.get("wall_s", 0.0)), dest)
 
+    check_destinations(paths, dest)
+    sweep_stale_temp_folders()
     if echo:
         print(f"{stem}: executing with {json.dumps(params, default=str)}", flush=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f"ibnb-{stem}-"))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"ibnb-{stem}-{os.getpid()}-"))
+    try:
+        return _execute_in(tmp_dir, src, dest, params, cwd=cwd, paths=paths, src_hash=src_hash, inputs=inputs,
+                           code=code, progress=progress, kernel=kernel)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _execute_in(tmp_dir: Path, src: Path, dest: Path, params: dict[str, Any], *, cwd: Path, paths: Paths,
+                src_hash: str, inputs: str | None, code: str | None, progress: bool, kernel: str) -> Outcome:
+    """Execute into ``tmp_dir`` (removed by the caller) and move the result to ``dest``."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    stem = src.stem
     tmp_out = tmp_dir / f"{stem}.ipynb"
     sidecar = tmp_dir / "provenance.json"
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    saved_env = os.environ.get("IBNB_PROVENANCE_FILE")
-    os.environ["IBNB_PROVENANCE_FILE"] = str(sidecar)  # the kernel inherits it; run.finish() writes there
+    env = {"IBNB_PROVENANCE_FILE": str(sidecar),  # the kernel inherits them; run.finish() writes the sidecar
+           OPERATOR_LOG_VAR: str(tmp_dir / "operator.log")}  # warn_operator() appends there
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    kernel_log = tmp_dir / "kernel-stderr.log"
+    redirect = KernelStderr(kernel_log)  # the kernel's own chatter (and shutdown noise) stays off the terminal
+    relay = OperatorRelay(tmp_dir / "operator.log", stem, redirect.terminal)
     try:
         papermill.execute_notebook(str(src), str(tmp_out), parameters=params, kernel_name=kernel,
                                    cwd=str(cwd), progress_bar=progress)
     except PapermillExecutionError as err:
+        if err.ename == "KeyboardInterrupt":
+            raise Interrupted(interrupted_line(stem, dest, time.perf_counter() - t0)) from None
+        kept = keep_failed(tmp_out, paths, stem)
         raise RunnerError(
             f"{stem}: the cell starting {_cell_summary(err.source)!r} (execution count "
             f"{err.exec_count}, cell index {err.cell_index} of the executed notebook) raised "
             f"{err.ename}: {err.evalue}\n"
-            f"  The previous executed copy {dest} was left untouched.\n"
-            f"  Partial output for debugging: {tmp_out}") from None
+            f"  The previous executed copy {dest} was left untouched."
+            + (f"\n  Partial output for debugging: {kept}" if kept else "")) from None
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_line(stem, dest, time.perf_counter() - t0)) from None
     except Exception as err:  # kernel death, missing kernel, bad notebook...
+        redirect.restore()
+        tail = redirect.tail()
         raise RunnerError(f"{stem}: execution failed before completion: {type(err).__name__}: {err}\n"
                           f"  The previous executed copy {dest} was left untouched. Check that the "
-                          f"'{kernel}' kernel exists (`jupyter kernelspec list`).") from None
+                          f"'{kernel}' kernel exists (`jupyter kernelspec list`)."
+                          + (f"\n  Last lines the kernel wrote:\n    " + "\n    ".join(tail) if tail else "")) from None
     finally:
-        if saved_env is None:
-            os.environ.pop("IBNB_PROVENANCE_FILE", None)
-        else:
-            os.environ["IBNB_PROVENANCE_FILE"] = saved_env
+        redirect.restore()
+        relay.stop()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     wall = time.perf_counter() - t0
     # The page depends on the ibnb modules its kernel imported (recorded by run.finish());
     # a notebook without a provenance cell depends on the whole package.
@@ -319,6 +319,10 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
 
     nb = nbformat.read(tmp_out, as_version=4)
     hide_injected_like_parameters(nb)
+    scrubbed = scrub_machine_paths(nb, machine_paths(paths))
+    if scrubbed:
+        print(f"{stem}: warning: replaced absolute paths of this machine in the outputs of cell(s) "
+              f"{', '.join(map(str, scrubbed))}; print paths relative to the repository instead", file=sys.stderr)
     nb.metadata["ibnb"] = {
         "hash": key, "source_hash": src_hash, "code_hash": code, "code_files": code_files, "params": params,
         "inputs_hash": inputs,
@@ -329,11 +333,13 @@ def execute_notebook(src: Path, dest: Path, params: dict[str, Any], *, cwd: Path
     if pm_meta:  # do not leak the private temp path into the book
         pm_meta["input_path"] = os.path.relpath(src, cwd)
         pm_meta["output_path"] = os.path.relpath(dest, cwd)
-    atomic_write(dest, nbformat.writes(nb))
-    record_timing(paths, nb, stem)
-    tmp_out.unlink(missing_ok=True)
-    sidecar.unlink(missing_ok=True)
-    tmp_dir.rmdir()
+    try:
+        atomic_write(dest, nbformat.writes(nb))
+        record_timing(paths, nb, stem)
+    except (OSError, ResultsError) as err:
+        raise RunnerError(f"{stem}: executed, but writing its outputs failed ({err}).\n  The previous copy of {dest} "
+                          "is untouched unless it was replaced before the error; finished training runs are in the "
+                          "run cache and are reused. Fix the destination and run again.") from None
     return Outcome(stem, "executed", wall, dest)
 
 
@@ -350,88 +356,18 @@ def run_notebooks(names: Sequence[str] = (), *, profile: str = DEFAULT_PROFILE,
                      key=lambda p: reads_results(nbformat.read(p, as_version=4)))
     for src in ordered:
         dest = paths.experiments / src.name
-        outcome = execute_notebook(src, dest, params, cwd=paths.repo, force=force,
-                                   progress=progress, echo=echo, paths=paths)
+        try:
+            with page_lock(dest):
+                outcome = execute_notebook(src, dest, params, cwd=paths.repo, force=force,
+                                           progress=progress, echo=echo, paths=paths)
+        except Interrupted as err:
+            done = [o.stem for o in outcomes if o.status == "executed"]
+            extra = f"; pages executed before it were kept: {', '.join(done)}" if done else ""
+            raise Interrupted(f"{err}{extra}") from None
         if echo:
             print(outcome.summary(), flush=True)
         outcomes.append(outcome)
     return outcomes
-
-
-# ----------------------------------------------------------------------------- stale marks
-def stale_reasons(executed: nbformat.NotebookNode, src: Path, code: str | None = None,
-                  paths: Paths | None = None) -> list[str]:
-    """Why an executed notebook no longer matches its source / the ibnb code ([] when current).
-
-    ``code`` defaults to the current hash of the modules the page recorded (``code_files``)."""
-    meta = executed.metadata.get("ibnb")
-    if not meta:
-        return ["it was not produced by `python -m ibnb run` (no provenance metadata)"]
-    if code is None:
-        code = current_code_hash(files=meta.get("code_files"))
-    reasons = []
-    if meta.get("code_hash") != code:
-        reasons.append(f"the ibnb code changed (executed with `{meta.get('code_hash')}`, now `{code}`)")
-    if not src.exists():
-        reasons.append(f"its source notebook `{src.name}` no longer exists")
-    elif meta.get("source_hash") != source_hash(nbformat.read(src, as_version=4)):
-        reasons.append(f"its source notebook `notebooks/{src.name}` changed")
-    if paths is not None and meta.get("inputs_hash") and meta["inputs_hash"] != inputs_hash(paths, src.stem):
-        reasons.append("the chapters' results or executed pages it summarises changed")
-    return reasons
-
-
-def stale_cell(reasons: Iterable[str], executed_at: str | None) -> nbformat.NotebookNode:
-    """The markdown warning cell inserted at the top of a stale page."""
-    when = f" on {executed_at}" if executed_at else ""
-    text = ("```{warning}\n"
-            f"**This page is stale.** Its outputs were computed{when}, but since then "
-            + "; ".join(reasons) + ". The numbers and figures below may not match the current code.\n"
-            "Refresh it with `make book` (or `python -m ibnb run` followed by `python -m ibnb build`).\n"
-            "```")
-    cell = nbformat.v4.new_markdown_cell(text)
-    cell.id = STALE_CELL_ID
-    cell.metadata["tags"] = [STALE_TAG]
-    return cell
-
-
-def _after_title(nb: nbformat.NotebookNode) -> int:
-    """Index just after the markdown cell holding the page's ``# title`` (0 when there is none).
-
-    The warning cannot precede the title: Sphinx then drops the page from the sidebar.
-    """
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown" and any(ln.startswith("# ") for ln in cell.source.splitlines()):
-            return i + 1
-    return 0
-
-
-def mark_stale(paths: Paths | None = None, code: str | None = None,
-               echo: bool = True) -> dict[str, list[str]]:
-    """Insert / refresh / remove the stale warning cell of every ``experiments/*.ipynb``.
-
-    The warning goes right after the title cell (see :func:`_after_title`).
-
-    Returns ``{stem: reasons}`` (empty list = current).  Files are rewritten atomically
-    and only when their content changes.
-    """
-    paths = paths or Paths.for_repo()
-    report: dict[str, list[str]] = {}
-    for path in sorted(paths.experiments.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        before = nbformat.writes(nb)
-        reasons = stale_reasons(nb, paths.notebooks / path.name, code, paths)
-        nb.cells = [c for c in nb.cells if STALE_TAG not in c.get("metadata", {}).get("tags", [])]
-        if reasons:
-            at = _after_title(nb)
-            nb.cells.insert(at, stale_cell(reasons, nb.metadata.get("ibnb", {}).get("executed_at")))
-        after = nbformat.writes(nb)
-        if after != before:
-            atomic_write(path, after)
-        report[path.stem] = reasons
-        if echo:
-            print(f"{path.stem}: " + ("STALE - " + "; ".join(reasons) if reasons else "current"))
-    return report
 
 
 # ----------------------------------------------------------------------------- build
@@ -450,70 +386,3 @@ def build_html(repo: Path, full: bool = False) -> int:
         cmd.append("--all")
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=repo)
-
-
-# ----------------------------------------------------------------------------- CLI
-def make_parser() -> argparse.ArgumentParser:
-    """argparse parser for ``python -m ibnb``."""
-    p = argparse.ArgumentParser(
-        prog="python -m ibnb",
-        description="Execute the ibnb notebooks, mark stale pages and build the Jupyter Book.",
-        epilog="Examples:\n  python -m ibnb run 01_architectures --profile smoke\n"
-               "  python -m ibnb run -p epochs 50 --profile gpu --force\n"
-               "  python -m ibnb build            # run (cpu) + mark-stale + jupyter-book build",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repo", type=Path, default=None, help="repository root (default: the one holding ibnb)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add_run_options(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--profile", default=DEFAULT_PROFILE,
-                        help="parameter profile passed to the notebooks: smoke, cpu or gpu (default: %(default)s)")
-        sp.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="override one notebook parameter (repeatable); VALUE is parsed like papermill "
-                             "(int/float/True/False/None, else string)")
-        sp.add_argument("--force", action="store_true", help="execute even when nothing changed")
-        sp.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
-
-    r = sub.add_parser("run", help="execute notebooks/*.ipynb into book/experiments/ (skips unchanged ones)",
-                       description="Execute notebooks with papermill into book/experiments/<stem>.ipynb.")
-    r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
-                   help="stems or paths, e.g. 01_architectures (default: all notebooks/*.ipynb, sorted)")
-    add_run_options(r)
-    sub.add_parser("mark-stale", help="add/remove the stale warning on book/experiments/*.ipynb",
-                   description="Flag executed pages whose code or source notebook changed since execution.")
-    b = sub.add_parser("build", help="run (cpu) + mark-stale + jupyter-book build -W -n --keep-going",
-                       description="Build the HTML book into _build/html (open _build/html/index.html).")
-    add_run_options(b)
-    b.add_argument("--no-run", action="store_true", help="do not execute notebooks, only mark-stale + build")
-    b.add_argument("--all", action="store_true", help="rebuild every page (jupyter-book build --all)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m ibnb``; returns the process exit code."""
-    args = make_parser().parse_args(argv)
-    paths = Paths.for_repo(args.repo)
-    try:
-        if args.command == "mark-stale":
-            mark_stale(paths)
-            return 0
-        overrides = {name: parse_value(value) for name, value in args.param}
-        profile = overrides.pop("profile", args.profile)
-        if args.command == "run":
-            run_notebooks(args.notebooks, profile=profile, overrides=overrides, force=args.force,
-                          paths=paths, progress=not args.no_progress)
-            return 0
-        if not args.no_run:
-            run_notebooks((), profile=profile, overrides=overrides, force=args.force,
-                          paths=paths, progress=not args.no_progress)
-        mark_stale(paths)
-        code = build_html(paths.repo, full=args.all)
-        if code == 0:
-            print(f"Book built: {paths.repo / '_build' / 'html' / 'index.html'}")
-        else:
-            print(f"jupyter-book build failed (exit {code}); the warnings above name the pages to fix.",
-                  file=sys.stderr)
-        return code
-    except RunnerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1

@@ -1,19 +1,27 @@
-"""Datasets as uint8 tensors: one registry, torchvision's own classes, a decode-once cache.
+"""Datasets as uint8 tensors: one registry, torchvision's own readers, a decode-once cache, integrity checks.
 
 ``load_dataset(name, split)`` returns an :class:`ImageData` (uint8 ``N×C×H×W`` images, int64 labels).
 Data is found under a *data root* (env ``IBNB_DATA``, default ``<repo>/data``):
 
 * ``mnist``: ``<root>/mnist/MNIST/raw/*-ubyte`` read by ``torchvision.datasets.MNIST``.
 * ``cifar10``: ``<root>/cifar10/cifar-10-batches-py`` read by ``torchvision.datasets.CIFAR10``, or the
-  offline ImageFolder tars ``<root>/cifar10/{train,test}.tar`` read by ``torchvision.datasets.ImageFolder``.
+  offline ImageFolder tars ``<root>/cifar10/{train,test}.tar`` (decoded straight from the tar, in
+  ``torchvision.datasets.ImageFolder``'s order and with its image loader).
 * ``pacs_photo`` / ``pacs_sketch``: ``<root>/pacs/{photo,sketch}.tar`` (ImageFolder tars; 7 classes). PACS has
   no official split: ``train``/``test`` is a seeded, class-stratified 80/20 split of each domain.
 
 With ``IBNB_DOWNLOAD=1`` (or ``download=True``) torchvision downloads MNIST/CIFAR-10 into the same layout.
-Decoded tensors are cached in ``IBNB_CACHE`` (default ``~/.cache/ibnb/data``), keyed on the source files.
+
+Integrity: every source file is checked before use — its sha256 against the data root's ``SHA256SUMS`` when
+the file is listed there, an IDX file's size against its own header — and the decoded images always against
+the registry (:data:`DATASETS`: image count per split and class set), so a truncated tar is never accepted.
+Decoded tensors are cached in ``IBNB_CACHE`` (default ``~/.cache/ibnb/data``) together with the identity
+(size, mtime, sha256) of the files they came from: replacing a source file invalidates its cache. A failure
+raises :class:`DataError` naming the file, what was expected, what was found and the fix.
 """
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 from dataclasses import dataclass, field, replace
@@ -22,21 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ibnb.core.utils import atomic_torch_save, cache_root, env_path, repo_root
+from ibnb.core.integrity import (SUMS_FILE, DataError, _refetch_hint, check_decoded, check_idx,  # noqa: F401
+                                 data_cache_dir, read_decoded_cache, source_identity, write_decoded_cache)
+from ibnb.core.utils import env_path, repo_root
 
 HOW_TO_GET = (
     "Fix: point IBNB_DATA at a folder that holds it (offline copies: ../shared/data, see data/README.md), "
     "or set IBNB_DOWNLOAD=1 to let torchvision download it (MNIST, CIFAR-10)."
 )
-
-
-class DataError(RuntimeError):
-    """Missing or unreadable data; the message says what was looked for, where, and how to fix it."""
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a registered dataset."""
+    """Static facts about a registered dataset; ``counts`` (images per stored split) and ``classes`` (class
+    names in label order) are what a decoded source must match."""
 
     name: str
     num_classes: int
@@ -45,15 +50,24 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     splits: tuple[str, ...] = ("train", "test")
+    counts: dict = field(default_factory=dict, compare=False, hash=False)
+    classes: tuple[str, ...] = ()
 
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_MNIST_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,)),
-    "cifar10": DatasetInfo("cifar10", 10, 3, 32, _CIFAR_MEAN, _CIFAR_STD),
-    "pacs_photo": DatasetInfo("pacs_photo", 7, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "test", "all")),
-    "pacs_sketch": DatasetInfo("pacs_sketch", 7, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "test", "all")),
+    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), counts={"train": 60000, "test": 10000},
+                         classes=_MNIST_CLASSES),
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, _CIFAR_MEAN, _CIFAR_STD, counts={"train": 50000, "test": 10000},
+                           classes=_CIFAR_CLASSES),
+    "pacs_photo": DatasetInfo("pacs_photo", 7, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "test", "all"),
+                              counts={"all": 1670}, classes=_PACS_CLASSES),
+    "pacs_sketch": DatasetInfo("pacs_sketch", 7, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "test", "all"),
+                               counts={"all": 3929}, classes=_PACS_CLASSES),
 }
 
 
@@ -99,10 +113,6 @@ def data_root() -> Path:
     return env_path("IBNB_DATA", repo_root() / "data")
 
 
-def data_cache_dir() -> Path:
-    return env_path("IBNB_CACHE", cache_root() / "data")
-
-
 def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
@@ -113,102 +123,131 @@ def _download_allowed(download: bool | None) -> bool:
     return os.environ.get("IBNB_DOWNLOAD", "0").lower() in ("1", "true", "yes")
 
 
-def _signature(paths: list[Path]) -> list:
-    """Identity of source files (path, size, mtime): a changed source invalidates the cache."""
-    out = []
-    for p in paths:
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                st = f.stat()
-                out.append([str(f), st.st_size, int(st.st_mtime)])
-    return out
+def _download_switch(download: bool | None) -> str:
+    """How downloading was switched on, for messages (never ask to set what is already set)."""
+    return "download=True was passed" if download else "IBNB_DOWNLOAD is set"
 
 
-def _extract(tar_path: Path, dest: Path) -> Path:
-    """Extract an ImageFolder tar once into ``dest`` (atomically: temp dir, then rename)."""
-    marker = dest / ".complete"
-    if marker.exists():
-        return dest
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+def _fetch(what: str, folder: Path, download: bool | None, get) -> None:
+    """Run torchvision's downloader ``get()``; any failure becomes a :class:`DataError` that says downloading
+    was on (so it never asks to switch it on) and what to do instead."""
+    import contextlib
+    import sys
+
     try:
-        with tarfile.open(tar_path) as t:
-            t.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"Could not read {tar_path}: {e}. The file looks corrupt or truncated; "
-                        f"re-copy it (check it with `sha256sum -c SHA256SUMS` in the data root).") from e
-    (tmp / ".complete").touch()
-    if dest.exists():
-        import shutil
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
+        with contextlib.redirect_stdout(sys.stderr):  # torchvision prints its mirror attempts
+            get()
+    except Exception as e:  # URLError, socket errors, torchvision's RuntimeError, checksum failures
+        raise DataError(f"{what} is not under {folder} and downloading it failed ({_download_switch(download)}): "
+                        f"{type(e).__name__}: {e}. Fix: check this machine's network access (proxy settings), or "
+                        f"copy the offline files into {folder} (../shared/data, see data/README.md) and point "
+                        f"IBNB_DATA at their root.") from None
 
 
-def _decode_folder(folder: Path, size: int | None):
-    """Decode an ImageFolder tree with torchvision into uint8 RGB tensors (optionally resized)."""
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-
-    ds = ImageFolder(str(folder))
-    images = []
-    for path, _ in ds.samples:
-        try:
-            img = ds.loader(path).convert("RGB")
-        except Exception as e:  # PIL raises many types for bad files
-            raise DataError(f"Could not decode image {path}: {e}. Delete {folder.parent} to re-extract, "
-                            "and re-copy the source tar if the error persists.") from e
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        images.append(np.asarray(img, dtype=np.uint8))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor(ds.targets, dtype=torch.long)
-    return x, y, list(ds.classes)
-
-
-def _load_mnist(root: Path, split: str, download: bool):
+def _mnist_sources(root: Path, split: str, download: bool | None) -> list[Path]:
     from torchvision.datasets import MNIST
 
     folder = root / "mnist"
-    try:
-        ds = MNIST(str(folder), train=(split == "train"), download=download)
-    except RuntimeError as e:
-        raise DataError(f"MNIST not found: looked for {folder}/MNIST/raw/"
-                        f"{'train' if split == 'train' else 't10k'}-*-ubyte (torchvision layout). {HOW_TO_GET}") from e
-    except Exception as e:
-        raise DataError(f"MNIST files under {folder}/MNIST/raw could not be read ({e}); they look corrupt. "
-                        "Re-copy them (the offline copy is byte-identical to the official files).") from e
-    x = ds.data.unsqueeze(1).contiguous()
-    return x, ds.targets.long(), [c.split(" - ")[-1] for c in ds.classes], [folder / "MNIST" / "raw"]
+    prefix = "train" if split == "train" else "t10k"
+    raw = folder / "MNIST" / "raw"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    if not all(f.exists() for f in files):
+        if not _download_allowed(download):
+            missing = ", ".join(f.name for f in files if not f.exists())
+            raise DataError(f"MNIST not found: {missing} missing in {raw} (torchvision layout). {HOW_TO_GET}")
+        _fetch("MNIST", folder, download, lambda: MNIST(str(folder), train=(split == "train"), download=True))
+    return files
 
 
-def _load_cifar10(root: Path, split: str, download: bool):
+def _read_mnist(root: Path, split: str, files: list[Path]):
+    from torchvision.datasets import MNIST
+
+    images, labels = (check_idx(f) for f in files)
+    if images[0] != labels[0]:
+        raise DataError(f"{files[0]} holds {images[0]:,} images but {files[1]} holds {labels[0]:,} labels; expected "
+                        "the same number. " + _refetch_hint(files))
+    ds = MNIST(str(root / "mnist"), train=(split == "train"), download=False)
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long(), [c.split(" - ")[-1] for c in ds.classes]
+
+
+_CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def _cifar_sources(root: Path, split: str, download: bool | None) -> list[Path]:
     from torchvision.datasets import CIFAR10
 
     folder = root / "cifar10"
-    tar = folder / f"{split}.tar"
-    if (folder / "cifar-10-batches-py").is_dir() or (download and not tar.exists()):
-        try:
-            ds = CIFAR10(str(folder), train=(split == "train"), download=download)
-        except RuntimeError as e:
-            raise DataError(f"CIFAR-10 not found or corrupt under {folder}/cifar-10-batches-py: {e}. {HOW_TO_GET}") from e
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        return x, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), [folder / "cifar-10-batches-py"]
-    if not tar.exists():
-        raise DataError(f"CIFAR-10 not found: looked for {folder}/cifar-10-batches-py (torchvision CIFAR10) "
-                        f"and {tar} (ImageFolder tar). {HOW_TO_GET}")
-    tree = _extract(tar, data_cache_dir() / "extracted" / "cifar10" / split)
-    x, y, classes = _decode_folder(tree / split, None)
-    return x, y, classes, [tar]
+    pickles, tar = folder / "cifar-10-batches-py", folder / f"{split}.tar"
+    if pickles.is_dir():
+        return [pickles / n for n in _CIFAR_BATCHES[split] + ["batches.meta"]]
+    if tar.exists():
+        return [tar]
+    if not _download_allowed(download):
+        raise DataError(f"CIFAR-10 not found: looked for {pickles} (torchvision CIFAR10) and {tar} (ImageFolder "
+                        f"tar). {HOW_TO_GET}")
+    _fetch("CIFAR-10", folder, download, lambda: CIFAR10(str(folder), train=(split == "train"), download=True))
+    return [pickles / n for n in _CIFAR_BATCHES[split] + ["batches.meta"]]
 
 
-def _load_pacs(root: Path, domain: str, size: int):
+def _read_cifar_pickles(root: Path, split: str, files: list[Path]):
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root / "cifar10"), train=(split == "train"), download=False)
+    except RuntimeError as e:
+        raise DataError(f"CIFAR-10 pickles under {files[0].parent} fail torchvision's integrity check ({e}). "
+                        + _refetch_hint(files)) from None
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
+
+
+def decode_image_tar(tar_path: Path, top: str, size: int | None):
+    """Decode an ImageFolder tar (``top/<class>/<file>``) straight from the archive into uint8 RGB tensors,
+    in ``torchvision.datasets.ImageFolder``'s order (classes sorted, files sorted) and with its loader
+    (PIL ``convert("RGB")``), optionally resized (bilinear) to ``size``×``size``."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        with tarfile.open(tar_path) as t:
+            members = [m for m in t.getmembers() if m.isfile()]
+            picked = []
+            for m in members:
+                parts = m.name.removeprefix("./").split("/")
+                if len(parts) >= 3 and parts[0] == top and m.name.lower().endswith(IMG_EXTENSIONS):
+                    picked.append((parts[1], "/".join(parts[2:]), m))
+            if not picked:
+                raise DataError(f"{tar_path}: no image files under {top}/<class>/ (found {len(members)} files); "
+                                f"expected an ImageFolder tar with one top-level folder {top}/. "
+                                + _refetch_hint([tar_path]))
+            classes = sorted({c for c, _, _ in picked})
+            index = {c: i for i, c in enumerate(classes)}
+            picked.sort(key=lambda item: (item[0], item[1]))
+            images, labels = [], []
+            for cls, _, m in picked:
+                blob = t.extractfile(m).read()
+                try:
+                    img = Image.open(io.BytesIO(blob)).convert("RGB")
+                except Exception as e:  # PIL raises many types for bad files
+                    raise DataError(f"{tar_path}: member {m.name} is not a readable image ({type(e).__name__}: "
+                                    f"{e}); expected every member to decode. " + _refetch_hint([tar_path])) from None
+                if size is not None and img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR)
+                images.append(np.asarray(img, dtype=np.uint8))
+                labels.append(index[cls])
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"Could not read {tar_path}: {type(e).__name__}: {e}. The file looks corrupt or truncated. "
+                        + _refetch_hint([tar_path])) from None
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(labels, dtype=torch.long), classes
+
+
+def _pacs_sources(root: Path, domain: str) -> list[Path]:
     tar = root / "pacs" / f"{domain}.tar"
     if not tar.exists():
         raise DataError(f"PACS {domain} not found: looked for {tar} (ImageFolder tar, 7 classes). PACS has no "
                         "torchvision class; copy the tar there (offline copy: ../shared/data/pacs).")
-    tree = _extract(tar, data_cache_dir() / "extracted" / "pacs" / domain)
-    x, y, classes = _decode_folder(tree / domain, size)
-    return x, y, classes, [tar]
+    return [tar]
 
 
 def _stratified_split(y: torch.Tensor, test_fraction: float, seed: int):
@@ -228,7 +267,9 @@ def load_dataset(name: str, split: str = "train", *, size: int | None = None,
                  download: bool | None = None, root: Path | str | None = None) -> ImageData:
     """Load a registered dataset split as uint8 tensors (decoded once, then cached).
 
-    ``size`` sets the side length for PACS (default 64); MNIST and CIFAR-10 keep their native size.
+    ``size`` sets the side length for PACS (default 64); MNIST and CIFAR-10 keep their native size. The
+    source files are checked (``SHA256SUMS``, IDX sizes) and the decoded images matched against the registry
+    before use; any problem raises :class:`DataError` naming the file and the fix.
     """
     if name not in DATASETS:
         raise KeyError(f"Unknown dataset {name!r}; available: {', '.join(list_datasets())}")
@@ -236,7 +277,6 @@ def load_dataset(name: str, split: str = "train", *, size: int | None = None,
     if split not in info.splits:
         raise ValueError(f"Unknown split {split!r} for {name}; available: {', '.join(info.splits)}")
     root = Path(root).expanduser() if root is not None else data_root()
-    download = _download_allowed(download)
     pacs = name.startswith("pacs_")
     size = (size or info.image_size) if pacs else None
     if size is not None and not pacs:
@@ -245,24 +285,29 @@ def load_dataset(name: str, split: str = "train", *, size: int | None = None,
     base = "all" if pacs else split
     key = f"{name}-{base}" + (f"-{size}px" if size else "") + ".pt"
     cache_file = data_cache_dir() / key
-    blob = None
-    if cache_file.exists():
-        try:
-            blob = torch.load(cache_file, weights_only=False)
-            if blob.get("root") != str(root) or blob.get("signature") != _signature([Path(p) for p in blob["sources"]]):
-                blob = None
-        except Exception:
-            blob = None  # unreadable cache: rebuild it
-    if blob is None:
+    if name == "mnist":
+        sources = _mnist_sources(root, split, download)
+    elif name == "cifar10":
+        sources = _cifar_sources(root, split, download)
+    else:
+        sources = _pacs_sources(root, name.split("_", 1)[1])
+    for f in sources:
+        if f.name.endswith("-ubyte"):
+            check_idx(f)  # cheap; names the truncated file before hashing it
+    identity = source_identity(sources, root)
+    blob = read_decoded_cache(cache_file, identity)
+    if blob is not None:
+        check_decoded(info, base, blob["y"], blob["classes"], sources)
+    else:
         if name == "mnist":
-            x, y, classes, sources = _load_mnist(root, split, download)
-        elif name == "cifar10":
-            x, y, classes, sources = _load_cifar10(root, split, download)
+            x, y, classes = _read_mnist(root, split, sources)
+        elif sources[0].suffix == ".tar":
+            x, y, classes = decode_image_tar(sources[0], sources[0].stem, size)
         else:
-            x, y, classes, sources = _load_pacs(root, name.split("_", 1)[1], size)
-        blob = dict(x=x, y=y, classes=classes, root=str(root), sources=[str(s) for s in sources],
-                    signature=_signature(sources))
-        atomic_torch_save(blob, cache_file)
+            x, y, classes = _read_cifar_pickles(root, split, sources)
+        check_decoded(info, base, y, classes, sources)
+        blob = dict(x=x, y=y, classes=list(classes), identity=identity)
+        write_decoded_cache(cache_file, blob)
 
     x, y = blob["x"], blob["y"]
     if pacs and split != "all":

@@ -4,12 +4,20 @@
 :class:`~ibnb.core.train.TrainConfig` and a hash of the training code, so a later notebook (or a re-run) reuses a
 model another notebook already trained. Runs live in ``IBNB_RUNS`` (default ``~/.cache/ibnb/runs``), never
 in git. An interrupted run resumes from its per-epoch checkpoint.
+
+Faults: an unreadable ``final.pt`` or ``checkpoint.pt`` is reported to the operator (terminal, never the page)
+with the run it belongs to, moved aside (``<name>.unreadable-<UTC time>``) and the run retrained; a per-run
+file lock (``fcntl.flock`` on ``<run folder>/.lock``) makes a second process wait for a run another one is
+training and then reuse it; a non-finite loss stops with a :class:`~ibnb.core.train.NonFiniteLossError` that
+names the run (model, model_kw, n_train, seed, augmentation, configuration) and points only at files that exist.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,8 +27,10 @@ import torch.nn as nn
 
 from ibnb.core.data import ImageData
 from ibnb.core.models import create_model
-from ibnb.core.train import CrossEntropyStep, History, TrainConfig, device_name, fit, resolve_device, step_key
-from ibnb.core.utils import atomic_torch_save, atomic_write, cache_root, env_path, seed_everything, stable_hash
+from ibnb.core.train import (CrossEntropyStep, History, NonFiniteLossError, TrainConfig, device_name, fit, resolve_device,
+                             step_key)
+from ibnb.core.utils import (atomic_torch_save, atomic_write, cache_root, env_path, file_lock, remove_stale_temporaries,
+                             seed_everything, stable_hash, utc_stamp, warn_operator)
 
 _CODE_FILES = ("train.py", "augment.py", "runs.py", "models/__init__.py", "models/layers.py")
 
@@ -101,6 +111,62 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
                        desc=model_name, meta=meta)
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "loader_rng", "rows", "epoch", "config")
+
+
+def run_identity(desc: str, meta: dict | None, config: TrainConfig, n_train: int) -> dict:
+    """What names a run in messages: model, model_kw, n_train, seed, augmentation and the configuration."""
+    meta = meta or {}
+    cfg = asdict(config)
+    return {"model": meta.get("model", desc), "model_kw": meta.get("model_kw", {}),
+            "n_train": meta.get("n_train", n_train), "seed": cfg["seed"], "augment": cfg["augment"],
+            "config": {k: v for k, v in cfg.items() if k not in ("seed", "augment")}}
+
+
+def describe_run(identity: dict, folder: Path) -> str:
+    """One line naming a run for the operator."""
+    kw = {k: v for k, v in identity["model_kw"].items() if k not in ("num_classes", "in_channels", "image_size")}
+    conf = ", ".join(f"{k}={v}" for k, v in identity["config"].items())
+    return (f"{identity['model']}" + (f" {kw}" if kw else "") + f" (n_train={identity['n_train']}, "
+            f"seed={identity['seed']}, augment={identity['augment']}; {conf}; run folder {folder})")
+
+
+def _load_final(model: nn.Module, final: Path, device) -> tuple[tuple[nn.Module, History] | None, str | None]:
+    """``((model, history), None)`` from a readable ``final.pt``, else ``(None, reason)``; ``model`` is left as
+    it was when the file does not fit it."""
+    backup = copy.deepcopy(model.state_dict())
+    try:
+        state = torch.load(final, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        history = History(pd.DataFrame(state["rows"]), state["config"])
+    except Exception as e:  # a corrupt cache entry is retrained, not trusted
+        model.load_state_dict(backup)
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return (model.to(device), history), None
+
+
+def _checkpoint_problem(checkpoint: Path, cfg: TrainConfig) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (``None`` when it can)."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not isinstance(state, dict) or not all(k in state for k in CHECKPOINT_KEYS):
+        return "not a training checkpoint (keys missing)"
+    if state["config"] != asdict(cfg):
+        return "written for a different configuration"
+    return None
+
+
+def _move_aside(path: Path, reason: str, label: str) -> Path:
+    """Rename an unusable cache file out of the way and tell the operator (terminal, never the page)."""
+    dest = path.with_name(f"{path.name}.unreadable-{utc_stamp()}")
+    os.replace(path, dest)
+    warn_operator(f"run cache: {path.name} of run {label} is unusable ({reason}); moved it aside to {dest.name} "
+                  "in the run folder and training the run again")
+    return dest
+
+
 def load_or_fit(model: nn.Module, folder: Path, train: ImageData, val: ImageData | None, config: TrainConfig, *,
                 step=None, device, progress: bool = True, desc: str = "",
                 meta: dict | None = None) -> tuple[nn.Module, History, bool]:
@@ -108,21 +174,54 @@ def load_or_fit(model: nn.Module, folder: Path, train: ImageData, val: ImageData
     into ``model`` (an unreadable file is retrained, not trusted), or ``fit`` with a per-epoch checkpoint in
     ``folder`` (resumed after an interruption), then save ``final.pt`` atomically and drop the checkpoint.
     ``meta`` is written to ``folder/config.json`` for humans. Returns ``(model, history, cached)``."""
-    final = folder / "final.pt"
+    final, checkpoint = folder / "final.pt", folder / "checkpoint.pt"
     if final.exists():
-        try:
-            state = torch.load(final, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"])
-            return model.to(device), History(pd.DataFrame(state["rows"]), state["config"]), True
-        except Exception as e:  # a corrupt cache entry is retrained, not trusted
-            print(f"warning: ignoring unreadable cached run {final} ({e}); retraining")
+        loaded, _ = _load_final(model, final, device)
+        if loaded is not None:
+            return (*loaded, True)
+    step = step if step is not None else CrossEntropyStep(config.label_smoothing)
+    cfg = dataclasses.replace(config, step=step_key(step)).validate()
+    identity = run_identity(desc or type(model).__name__, meta, cfg, len(train))
+    label = describe_run(identity, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if meta is not None:
-        atomic_write(folder / "config.json", json.dumps(meta, indent=2, default=str))
-    history = fit(model, train, val, config, step=step, device=device, progress=progress, desc=desc,
-                  checkpoint=folder / "checkpoint.pt")
-    atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                       "rows": history.frame.to_dict("records"), "config": history.config,
-                       "device": device_name(device)}, final)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
+
+    def waiting(holder: str) -> None:
+        warn_operator(f"run cache: run {label} is being trained by another process ({holder}); waiting for it "
+                      "and then reusing its result")
+
+    with file_lock(folder / ".lock", on_wait=waiting):
+        remove_stale_temporaries(folder)  # left by a process killed mid-write
+        if final.exists():  # trained meanwhile by the process we waited for, or unreadable
+            loaded, reason = _load_final(model, final, device)
+            if loaded is not None:
+                return (*loaded, True)
+            _move_aside(final, reason, label)
+        if checkpoint.exists() and (reason := _checkpoint_problem(checkpoint, cfg)) is not None:
+            _move_aside(checkpoint, reason, label)
+        if meta is not None:
+            atomic_write(folder / "config.json", json.dumps(meta, indent=2, default=str))
+        try:
+            history = fit(model, train, val, cfg, step=step, device=device, progress=progress, desc=desc,
+                          checkpoint=checkpoint)
+        except NonFiniteLossError as e:
+            raise _named_nan_error(e, identity, label, checkpoint, folder) from None
+        atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                           "rows": history.frame.to_dict("records"), "config": history.config,
+                           "device": device_name(device)}, final)
+        checkpoint.unlink(missing_ok=True)
     return model, history, False
+
+
+def _named_nan_error(e: NonFiniteLossError, identity: dict, label: str, checkpoint: Path,
+                     folder: Path) -> NonFiniteLossError:
+    """``fit``'s non-finite-loss error with the run's identity, pointing only at files that exist."""
+    base = str(e).split(" The last good state")[0].strip()
+    if checkpoint.exists():
+        epoch = torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", "?")
+        where = (f"The last good state (after epoch {epoch}) is in {checkpoint}; the same settings resume from it "
+                 f"and fail again, so change them (a new run) or delete {folder} to start this one over.")
+    else:
+        where = "No checkpoint of this run exists (the loss was non-finite before the first epoch ended)."
+    err = NonFiniteLossError(f"{base}\n  Run: {label}\n  {where}")
+    err.run, err.checkpoint = identity, (checkpoint if checkpoint.exists() else None)
+    return err

@@ -81,3 +81,86 @@ def stable_hash(obj, n: int = 12) -> str:
     """Short sha256 of a JSON-serialisable object (keys sorted), used as a cache key."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------- operator messages, locks, hashes
+OPERATOR_LOG_VAR = "IBNB_OPERATOR_LOG"
+
+
+def warn_operator(message: str) -> None:
+    """A warning for whoever runs the book, never for the published page.
+
+    Under the runner (``python -m ibnb run``) the kernel's stdout/stderr end up in the executed notebook, so
+    the runner sets ``IBNB_OPERATOR_LOG`` to a file that it copies to its own terminal; the message is
+    appended there. Elsewhere (a script, pytest, an interactive session) it goes to ``sys.stderr``.
+    """
+    import sys
+
+    line = f"ibnb: {message.rstrip()}\n"
+    log = os.environ.get(OPERATOR_LOG_VAR)
+    if log:
+        try:
+            with open(log, "a") as f:
+                f.write(line)
+            return
+        except OSError:
+            pass
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+@contextmanager
+def file_lock(path: Path | str, *, on_wait=None):
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    When another process holds it, ``on_wait(holder)`` is called once (``holder``: what that process wrote
+    into the lock file, e.g. its pid) and the call blocks until the lock is free. The kernel releases the lock
+    when its holder exits, even after ``kill -9``, so a stale lock file never blocks anyone.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                f.seek(0)
+                on_wait(f.read().strip() or "unknown")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` / :func:`atomic_torch_save` leave behind when their
+    process is killed mid-write (``.<name>.*.tmp``). Call it only while holding the folder's lock."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def utc_stamp() -> str:
+    """``20250101T120000Z``: a UTC time stamp for file names."""
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -39,7 +39,8 @@ def validate(p: dict) -> None:
     require(set(p["models"]) <= set(list_models()), f"unknown models {sorted(set(p['models']) - set(list_models()))}")
     require(set(p["model_kw"]) >= set(p["models"]), f"model_kw lacks {sorted(set(p['models']) - set(p['model_kw']))}")
     require(p["dataset"] in DATASETS, f"unknown dataset {p['dataset']!r}")
-    require(all(isinstance(n, int) and n > 0 for n in p["n_per_class"]), "n_per_class must be positive integers")
+    require(len(p["n_per_class"]) > 0 and all(isinstance(n, int) and n > 0 for n in p["n_per_class"]),
+            "n_per_class must be a non-empty list of positive integers (images per class), e.g. [20, 80, 320]")
     require(p["permute_n_per_class"] in p["n_per_class"] or p["permute_n_per_class"] == 0,
             "permute_n_per_class must be one of n_per_class (or 0 to skip the control)")
     require(min(p["epochs"], p["min_steps"], p["batch_size"], p["seeds"]) >= 1,
