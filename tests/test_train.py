@@ -31,7 +31,7 @@ def test_fit_learns_and_records_history():
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     data = toy_data()
-    kw = dict(epochs=4, batch_size=16, lr=5e-3, augment="crop+flip", seed=3, progress=False, device="cpu", channels_last=False)
+    kw = dict(epochs=4, batch_size=16, lr=5e-3, augment="crop+flip", seed=3, progress=False, device="cpu")
     reference = small_cnn()
     fit(reference, data, **kw)
 
