@@ -1,8 +1,12 @@
 """One readable training loop: ``fit`` and ``evaluate``.
 
-GPU-first and CPU-correct: the data lives on the device (:class:`~ibnb.core.augment.DeviceLoader`), metrics are
+GPU-first and CPU-fast: the data lives on the device (:class:`~ibnb.core.augment.DeviceLoader`), metrics are
 accumulated as device tensors (one host sync per epoch, plus a non-finite check every ``check_every`` steps),
-bf16 autocast and channels-last are used on CUDA, and the same code runs unchanged on CPU.
+optimisers use multi-tensor (foreach) updates, and each run's *fast path* (:func:`fast_path`: bf16
+autocast and the channels-last memory format) is decided once from ``TrainConfig.precision`` /
+``TrainConfig.channels_last``, the model and the device, and recorded in the run's history and results row.
+
+The rule and the bf16 context live in :mod:`ibnb.core.precision` (re-exported here).
 
 Configuration travels typed, once: a :class:`TrainConfig` (built from a chapter's resolved parameters with
 :meth:`TrainConfig.from_params`) says everything about a run; a custom update (SAM, an ELBO, a self-supervised
@@ -27,10 +31,12 @@ from tqdm.auto import tqdm
 from ibnb.core.convergence import Convergence, check_convergence
 from ibnb.core.augment import DeviceLoader, parse_augment
 from ibnb.core.data import ImageData
+from ibnb.core.precision import (PRECISIONS, FastPath, _ACTIVE, autocast, cpu_has_bf16, fast_path,  # noqa: F401
+                                 is_conv_net, using)
 from ibnb.core.utils import atomic_torch_save, seed_everything
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
+SCHEDULES = ("cosine", "onecycle", "plateau", "constant", "linear")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,6 +86,8 @@ class TrainConfig:
     step: str = "CrossEntropyStep(label_smoothing=0.0)"  # set by fit from the step (step_key); keys the cache
     seed: int = 0
     compile: bool = False
+    precision: str = "auto"  # "auto" (the rule in the module docstring) | "bf16" | "fp32"
+    channels_last: bool | None = None  # None: the rule; True/False forces the memory format
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "TrainConfig":
@@ -103,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule {self.schedule!r}; available: {', '.join(SCHEDULES)}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         parse_augment(self.augment)
         return self
 
@@ -131,23 +141,46 @@ class History:
         """The book's convergence check on this run (:mod:`ibnb.core.convergence`)."""
         return check_convergence(self.frame)
 
+    @property
+    def precision(self) -> str:
+        """The precision the run actually used (``"bf16"`` / ``"fp32"``; ``""`` for runs older than the field)."""
+        return str(self.frame["precision"].iloc[-1]) if "precision" in self.frame and len(self.frame) else ""
+
+    @property
+    def channels_last(self) -> bool | None:
+        """Whether the run used the channels-last memory format (``None`` for runs older than the field)."""
+        f = self.frame
+        return bool(f["channels_last"].iloc[-1]) if "channels_last" in f and len(f) else None
+
     def columns(self) -> dict:
-        """Results-table columns every training run reports: wall time, throughput, convergence."""
-        return {"wall_s": self.wall_s, "images_per_s": self.images_per_s, **self.convergence.columns()}
+        """Results-table columns every training run reports: wall time, throughput, convergence, and the fast
+        path it used (precision, channels_last)."""
+        return {"wall_s": self.wall_s, "images_per_s": self.images_per_s, **self.convergence.columns(),
+                "precision": self.precision, "channels_last": self.channels_last}
 
     @property
     def last(self) -> dict:
         return self.frame.iloc[-1].to_dict() if len(self.frame) else {}
 
 
+def _kernel(params: list[torch.Tensor]) -> dict:
+    """``foreach=True`` (the multi-tensor update: a few kernels for all parameters instead of several per tensor).
+    ``fused=True`` would be faster still, but a fused AdamW resumed from its ``state_dict`` on the CPU does not
+    continue bit-identically (PyTorch 2.15; ``tests/test_train.py`` resume test), so it is not used."""
+    return {"foreach": True}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov momentum); no weight decay on biases and normalisation parameters."""
+    """AdamW or SGD (Nesterov momentum), multi-tensor updates; no weight decay on biases and normalisation
+    parameters (empty groups are dropped)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]] or groups[:1]
+    kernel = _kernel(decay + no_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **kernel)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **kernel)
 
 
 def build_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -164,15 +197,12 @@ def build_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
             return (step + 1) / warmup
         if cfg.schedule == "constant":
             return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if cfg.schedule == "linear":  # warm-up then a straight line to zero (airbench's triangle)
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
-
-
-def autocast(device: torch.device):
-    """The mixed-precision context of a forward pass on ``device`` (bf16 on CUDA; off elsewhere)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def sync(device: torch.device) -> None:
@@ -197,7 +227,8 @@ TrainStep = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tens
 
 @dataclass(frozen=True)
 class CrossEntropyStep:
-    """The default update: cross-entropy (bf16 autocast on CUDA, loss in fp32), backward, optimiser step."""
+    """The default update: cross-entropy (forward under the run's :func:`autocast`, loss in fp32), backward,
+    optimiser step."""
 
     label_smoothing: float = 0.0
 
@@ -222,25 +253,32 @@ def step_key(step) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 1000, device=None,
-             return_logits: bool = False) -> dict:
-    """Accuracy, mean NLL and top-5 accuracy of ``model`` on ``data`` (one host sync at the end)."""
+             return_logits: bool = False, precision: str | None = None, channels_last: bool | None = None) -> dict:
+    """Accuracy, mean NLL and top-5 accuracy of ``model`` on ``data`` (one host sync at the end).
+
+    The forward passes use the fast path of the run being trained (inside ``fit``), else
+    :func:`fast_path` with ``precision`` (default ``"auto"``) and ``channels_last``; logits are fp32."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    loader = DeviceLoader(data, batch_size, shuffle=False, device=device)
+    active = _ACTIVE.get()
+    path = (active if active is not None and precision is None and channels_last is None
+            else fast_path(model, device, precision or "auto", channels_last, data.shape))
+    loader = DeviceLoader(data, batch_size, shuffle=False, device=device, channels_last=path.channels_last)
     was_training = model.training
     model.eval()
     nll = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     all_logits = []
-    for x, y in loader:
-        with autocast(device):
-            logits = model(x).float()
-        nll += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        k = min(5, logits.shape[1])
-        top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum()
-        if return_logits:
-            all_logits.append(logits)
+    with using(path):
+        for x, y in loader:
+            with autocast(device):
+                logits = model(x).float()
+            nll += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            k = min(5, logits.shape[1])
+            top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum()
+            if return_logits:
+                all_logits.append(logits)
     model.train(was_training)
     n = len(data)
     out = {"acc": correct.item() / n, "nll": nll.item() / n, "top5": top5.item() / n, "n": n}
@@ -256,10 +294,12 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config
 
     ``config`` is the run's :class:`TrainConfig` (or give its fields as keyword ``settings``, not both).
     ``step`` is a custom update (a frozen dataclass, see :func:`step_key`); default
-    :class:`CrossEntropyStep` with the config's label smoothing. With ``checkpoint`` set, the full state
-    (model, optimiser, scheduler, loader RNG, history) is saved atomically after every epoch and a run that
-    finds a checkpoint resumes from it; the resumed run is identical to an uninterrupted one. A non-finite
-    loss stops training with :class:`NonFiniteLossError`.
+    :class:`CrossEntropyStep` with the config's label smoothing. The run's :class:`FastPath` (bf16 autocast,
+    channels-last; :func:`fast_path`) is decided once and recorded in every row of the history (``precision``,
+    ``channels_last``). With ``checkpoint`` set, the full state (model, optimiser, scheduler, loader RNG,
+    history) is saved atomically after every epoch and a run that finds a checkpoint resumes from it; the
+    resumed run is identical to an uninterrupted one. A non-finite loss stops training with
+    :class:`NonFiniteLossError`.
     """
     if config is not None and settings:
         raise TypeError(f"fit: give a TrainConfig or its fields, not both (got config and {sorted(settings)})")
@@ -271,12 +311,14 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config
     device = torch.device(device) if device is not None else default_device()
     seed_everything(seed)
     model.to(device)
-    if device.type == "cuda":
+    path = fast_path(model, device, cfg.precision, cfg.channels_last, train.shape)
+    if path.channels_last:
         model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     step_model = torch.compile(model) if cfg.compile else model
     loader = DeviceLoader(train, batch_size, shuffle=True, augment=cfg.augment, seed=seed, device=device,
-                          drop_last=len(train) > batch_size)
+                          drop_last=len(train) > batch_size, channels_last=path.channels_last)
     opt = build_optimizer(model, cfg)
     sched, per_step = build_schedule(opt, cfg, len(loader))
     rows: list[dict] = []
@@ -293,51 +335,59 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config
         loader.load_state_dict({"generator": state["loader_rng"].cpu()})
         rows, start_epoch = state["rows"], state["epoch"]
 
+    name = desc or type(model).__name__
     for epoch in range(start_epoch, epochs):
         model.train()
         sync(device)
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bad = torch.zeros((), device=device, dtype=torch.bool)
-        term_sums: dict[str, torch.Tensor] = {}
-        has_logits = True
-        bar = tqdm(loader, desc=f"{desc or type(model).__name__} ep {epoch + 1}/{epochs}", leave=False,
-                   disable=not progress, mininterval=1.0)
-        for i, (x, y) in enumerate(bar):
-            out = train_step(step_model, opt, x, y, epoch + i / len(loader))
-            if per_step:
-                sched.step()
-            loss = out.loss.detach().float()
-            bad |= ~torch.isfinite(loss)
-            loss_sum += loss * len(y)
-            for name, value in out.terms.items():
-                term_sums[name] = term_sums.get(name, 0.0) + value.detach().float() * len(y)
-            if out.logits is None:
-                has_logits = False
-            else:
-                correct += (out.logits.detach().argmax(1) == y).sum()
-            if (i + 1) % check_every == 0 and bad.item():
-                break
-        sync(device)
-        train_s = time.perf_counter() - t0
-        if bad.item():
-            raise NonFiniteLossError(
-                f"Non-finite training loss in epoch {epoch + 1} of {desc or type(model).__name__} (lr={cfg.lr}, "
-                f"optimizer={cfg.optimizer}). Lower the learning rate or add warm-up; check the inputs for NaN. "
-                + (f"The last good state (epoch {epoch}) is in {checkpoint}." if checkpoint else ""))
-        n = loader.num_images
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
-               "train_acc": correct.item() / n if has_logits else float("nan"), "train_images": n,
-               "train_s": train_s}
-        row.update({f"train_{name}": (total / n).item() for name, total in term_sums.items()})
-        if val is not None:
-            v = evaluate(model, val, device=device)
-            row.update(val_loss=v["nll"], val_acc=v["acc"], val_top5=v["top5"])
+        # per step only appends (no arithmetic, no host sync); the sums are taken once per epoch
+        losses: list[torch.Tensor] = []
+        hits: list[torch.Tensor] = []
+        sizes: list[int] = []
+        terms: dict[str, list[torch.Tensor]] = {}
+        has_logits, bad = True, False
+        bar = tqdm(loader, desc=f"{name} ep {epoch + 1}/{epochs}", leave=False, disable=not progress,
+                   mininterval=1.0)
+        with using(path):
+            for i, (x, y) in enumerate(bar):
+                out = train_step(step_model, opt, x, y, epoch + i / len(loader))
+                if per_step:
+                    sched.step()
+                losses.append(out.loss.detach())
+                sizes.append(len(y))
+                for term, value in out.terms.items():
+                    terms.setdefault(term, []).append(value.detach())
+                if out.logits is None:
+                    has_logits = False
+                else:
+                    hits.append((out.logits.detach().argmax(1) == y).sum())
+                if (i + 1) % check_every == 0 and not torch.stack(losses[-check_every:]).isfinite().all().item():
+                    bad = True
+                    break
+            sync(device)
+            train_s = time.perf_counter() - t0
+            weights = torch.tensor(sizes, device=device, dtype=torch.float32)
+            loss_sum = (torch.stack(losses).float() * weights).sum()
+            bad = bad or not bool(loss_sum.isfinite().item())
+            if bad:
+                raise NonFiniteLossError(
+                    f"Non-finite training loss in epoch {epoch + 1} of {name} (lr={cfg.lr}, "
+                    f"optimizer={cfg.optimizer}). Lower the learning rate or add warm-up; check the inputs for NaN. "
+                    + (f"The last good state (epoch {epoch}) is in {checkpoint}." if checkpoint else ""))
+            n = loader.num_images
+            row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
+                   "train_acc": torch.stack(hits).sum().item() / n if has_logits and hits else float("nan"),
+                   "train_images": n, "train_s": train_s}
+            row.update({f"train_{term}": ((torch.stack(v).float() * weights).sum() / n).item()
+                        for term, v in terms.items()})
+            if val is not None:
+                v = evaluate(model, val, device=device)
+                row.update(val_loss=v["nll"], val_acc=v["acc"], val_top5=v["top5"])
         if not per_step:
             sched.step(row.get("val_loss", row["train_loss"]))
         row["wall_s"] = time.perf_counter() - t0
         row["images_per_s"] = n / train_s
+        row.update(precision=path.precision, channels_last=path.channels_last)
         rows.append(row)
         bar.close()
         if checkpoint is not None:
