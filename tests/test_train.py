@@ -154,3 +154,13 @@ def test_custom_train_step_must_be_a_frozen_dataclass_and_keys_the_cache(tmp_pat
     _, _, cached_other = train_or_load("cnn", data, step=MseToOneHot(reg=1e-2), **kw)
     assert not cached and not cached_other and "train_err" in h_mse.frame and "train_err" not in h_ce.frame
     assert len(list(tmp_path.iterdir())) == 3  # a step's fields key the run
+
+
+def test_the_validation_split_keys_the_run_cache(tmp_path):
+    """A cached run's history (validation curve, convergence check) depends on its validation split, so another
+    split is another run; the same split is a cache hit."""
+    data, val_a, val_b = toy_data(), toy_data(n_per_class=8, seed=1), toy_data(n_per_class=8, seed=2)
+    kw = dict(model_kw={"width": 4, "stages": 2}, progress=False, device="cpu", config=TrainConfig(epochs=1, batch_size=16))
+    assert not train_or_load("cnn", data, val_a, **kw)[2]
+    assert train_or_load("cnn", data, val_a, **kw)[2]
+    assert not train_or_load("cnn", data, val_b, **kw)[2]

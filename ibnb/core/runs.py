@@ -78,8 +78,12 @@ def fingerprint(data: ImageData) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig, train_step=None) -> str:
+def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig, train_step=None,
+            val: ImageData | None = None) -> str:
+    """The run's identity: model, its arguments, the training *and* validation data (the validation split sets
+    the history's validation curve, the convergence check and a ``plateau`` schedule), config and code."""
     return stable_hash({"model": model_name, "model_kw": model_kw, "data": fingerprint(train),
+                        "val": fingerprint(val) if val is not None else None,
                         "train": asdict(cfg), "code": training_code_hash(model_name, train_step)})
 
 
@@ -100,7 +104,7 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     step = step if step is not None else CrossEntropyStep(config.label_smoothing)
     cfg = dataclasses.replace(config, step=step_key(step)).validate()
     create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
-    key = run_key(model_name, model_kw, train, cfg, step)
+    key = run_key(model_name, model_kw, train, cfg, step, val)
     folder = runs_dir() / f"{model_name}-{key}"
     device = resolve_device(device)
     seed_everything(cfg.seed)
