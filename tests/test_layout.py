@@ -109,10 +109,9 @@ def test_every_chapter_exposes_the_contract(chapter):
 def test_every_page_in_profiles_has_a_notebook():
     from ibnb.book.profiles import PAGES
 
-    planned = {"10_cpu_training"}  # issue 14's appendix page: registered, not written yet (not in _toc.yml)
     missing = sorted(stem for stem in PAGES if not (ROOT / "notebooks" / f"{stem}.ipynb").is_file())
-    assert set(missing) <= planned, f"profiles.PAGES lists pages without a notebook: {missing}"
-    for stem, module in ((s, m) for s, m in PAGES.items() if s not in planned):
+    assert not missing, f"profiles.PAGES lists pages without a notebook: {missing}"
+    for stem, module in PAGES.items():
         path = ROOT / Path(*module.split(".")).with_suffix(".py")
         assert path.is_file(), f"profiles.PAGES[{stem!r}] = {module!r}, but {path.relative_to(ROOT)} does not exist"
 
