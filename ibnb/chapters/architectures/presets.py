@@ -27,7 +27,7 @@ PRESETS = {
               "min_steps": 2, "batch_size": 16, "seeds": 2, "test_per_class": 5, "val_per_class": 2,
               "permute_n_per_class": 8},
     "cpu": {**_COMMON, "model_kw": reference_sizes("cpu", MODELS), "n_per_class": [20, 80, 320], "epochs": 6,
-            "min_steps": 100, "batch_size": 64, "seeds": 2, "test_per_class": 200, "permute_n_per_class": 80},
+            "min_steps": 100, "batch_size": 64, "seeds": 3, "test_per_class": 0, "permute_n_per_class": 80},
     "gpu": {**_COMMON, "model_kw": reference_sizes("gpu", MODELS), "n_per_class": [50, 500, 4950], "epochs": 40,
             "min_steps": 2000, "batch_size": 256, "seeds": 3, "test_per_class": 0, "permute_n_per_class": 4950,
             "lr": 1e-3},

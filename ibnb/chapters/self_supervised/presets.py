@@ -31,9 +31,9 @@ PRESETS = {
               "wmse_dim": 8, "finetune_epochs": 2, "transfer_per_class": 8, "tsne_per_class": 6, "seeds": 1,
               "probe_epochs": 3},
     "cpu": {**_COMMON, "backbones": ["n1"], "backbone_kw": {"n1": {"width": 16}}, "n_per_class": 150,
-            "val_per_class": 50, "test_per_class": 200, "epochs": 6, "batch_size": 128,
+            "val_per_class": 50, "test_per_class": 0, "epochs": 6, "batch_size": 128,
             "projector_dims": [512, 512, 512], "wmse_dim": 64, "finetune_epochs": 30, "transfer_per_class": 0,
-            "tsne_per_class": 30, "seeds": 2},
+            "tsne_per_class": 30, "seeds": 3},
     # the study's protocol: full CIFAR-10, batch 256, 30 epochs, projector 3×1024, N1 and ResNet-18
     "gpu": {**_COMMON, "backbones": ["n1", "resnet18"], "backbone_kw": {"n1": {"width": 32}, "resnet18": {"width": 64}},
             "n_per_class": 5000, "val_per_class": 0, "test_per_class": 0, "epochs": 30, "batch_size": 256,

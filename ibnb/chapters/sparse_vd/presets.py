@@ -20,7 +20,7 @@ PRESETS = {
               "epochs": {"lenet300_100": 2, "lenet5_caffe": 1}, "seeds": {"lenet300_100": 1, "lenet5_caffe": 1},
               "kl_zero_epochs": 0.5, "kl_full_epochs": 1.0, "random_label_epochs": 2},
     "cpu": {**_COMMON, "n_per_class": 1000, "val_per_class": 100, "test_per_class": 0,
-            "epochs": {"lenet300_100": 10, "lenet5_caffe": 5}, "seeds": {"lenet300_100": 2, "lenet5_caffe": 1},
+            "epochs": {"lenet300_100": 10, "lenet5_caffe": 5}, "seeds": {"lenet300_100": 3, "lenet5_caffe": 3},
             "kl_zero_epochs": 1.0, "kl_full_epochs": 4.0, "random_label_epochs": 10},
     "gpu": {**_COMMON, "n_per_class": 0, "val_per_class": 100, "test_per_class": 0,
             "epochs": {"lenet300_100": 200, "lenet5_caffe": 200}, "seeds": {"lenet300_100": 3, "lenet5_caffe": 3},

@@ -30,7 +30,7 @@ PRESETS = {
               "pacs_size": 32, "pacs_n_per_class": 8, "pacs_val_per_class": 3, "pacs_epochs": 1,
               "sketch_per_class": 6, "faith_per_class": 4, "faith_fractions": [0.25], "overlay_images": 2,
               "food": False, "food_size": 128, "food_epochs": 1, "food_seeds": 1, "food_val_per_class": 2},
-    "cpu": {**_COMMON, "width": 16, "n_per_class": 200, "val_per_class": 50, "test_per_class": 200, "epochs": 6,
+    "cpu": {**_COMMON, "width": 16, "n_per_class": 200, "val_per_class": 50, "test_per_class": 0, "epochs": 6,
             "seeds": 3, "grid_lr": [1e-2, 1e-3, 1e-4], "grid_batch_size": [64], "grid_weight_decay": [1e-4],
             "pacs_size": 32, "pacs_n_per_class": 0, "pacs_val_per_class": 15, "pacs_epochs": 10,
             "sketch_per_class": 0, "faith_per_class": 50, "faith_fractions": [0.1, 0.3], "overlay_images": 3,

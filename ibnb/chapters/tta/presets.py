@@ -25,7 +25,7 @@ PRESETS = {
               "corrupt_samples": 2, "gps_pool": 4, "member_subsets": 1, "metta_members": 1,
               "probe_per_class": 4, "probe_epochs": 5},
     "cpu": {**_COMMON, "model_kw": {"width": 8}, "members": 5, "n_per_class": 500, "val_per_class": 50,
-            "test_per_class": 100, "corrupt_per_class": 20, "epochs": 12, "batch_size": 128,
+            "test_per_class": 0, "corrupt_per_class": 20, "epochs": 12, "batch_size": 128,
             "tta_samples": [1, 2, 4, 8, 16], "corrupt_samples": 4, "gps_pool": 40, "member_subsets": 4,
             "metta_members": 2, "probe_per_class": 50},
     "gpu": {**_COMMON, "model": "resnet18", "model_kw": {"width": 64}, "members": 5, "n_per_class": 4500,

@@ -31,7 +31,7 @@ PRESETS = {
               "slice_points": 5, "rollout_images": 2, "search_trials": 2, "search_epochs": 1,
               "search_model": "cnn", "arch_profile": "cpu"},
     "cpu": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _SMALL, "n_per_class": 64, "val_per_class": 50,
-            "test_per_class": 100, "epochs": 6, "batch_size": 64, "seeds": 2, "lr": 2e-3, "weight_decay": 0.05,
+            "test_per_class": 0, "epochs": 6, "batch_size": 64, "seeds": 3, "lr": 2e-3, "weight_decay": 0.05,
             "rhos": [0.02, 0.05, 0.1, 0.2], "mix_model": "vit", "sharp_n": 128, "hessian_iters": 10,
             "slice_points": 21, "rollout_images": 4, "search_trials": 4, "search_epochs": 4,
             "search_model": "vit", "arch_profile": "cpu"},
