@@ -63,7 +63,7 @@ test: venv browser
 	"$(PY)" -m pytest -q
 
 bench: venv
-	"$(PY)" -m ibnb.core.bench --model cnn
+	"$(PY)" -m ibnb.bench --model cnn
 
 clean:
 	rm -rf _build .pytest_cache

@@ -135,3 +135,22 @@ def test_target_claim_flips_with_the_data():
     good, bad, slow = (target_claims(_frontier(a, m))[0] for a, m in ((0.88, 2.5), (0.80, 2.5), (0.88, 5.0)))
     assert good.verdict == "supported" and bad.verdict == "contradicted"
     assert slow.verdict == "not testable at this budget"
+
+
+def test_parity_plan_reuses_the_frontier_runs_for_its_bf16_arm(monkeypatch):
+    """Where bf16 is native the parity's bf16 arm is requested as ``auto``: the same (recipe, epochs, seed,
+    precision) as a frontier run, so the run cache trains it once; without bf16 units there is no parity arm."""
+    from ibnb.chapters.cpu_training import sweep
+    from ibnb.chapters.cpu_training.presets import PRESETS
+
+    P = {**PRESETS["cpu"], "device": "cpu"}
+    key = lambda r: (r["recipe"], r["epochs"], r["seed"], r["precision"])  # noqa: E731
+    monkeypatch.setattr(sweep, "bf16_native", lambda device: True)
+    runs = sweep.plan(P)
+    frontier = {key(r) for r in runs if r["experiment"] == "frontier"}
+    parity = [r for r in runs if r["experiment"] == "parity"]
+    assert sorted({r["precision"] for r in parity}) == ["auto", "fp32"]
+    assert all(key(r) in frontier for r in parity if r["precision"] == "auto")
+    assert len(parity) == 2 * P["parity_seeds"]
+    monkeypatch.setattr(sweep, "bf16_native", lambda device: False)
+    assert not [r for r in sweep.plan(P) if r["experiment"] == "parity"]
