@@ -65,9 +65,25 @@ def test_scorecard_table_shows_intervals_through_the_formatter():
                                   "largest training set | at the largest set |")
     assert "CNN − MLP [01; cifar10]" in md
     assert t.frame.loc[0, "at the largest set"] == "helps"
-    assert scorecard.headline(eff, "architecture").startswith("CNN − MLP (cifar10): +5.1 [")
-    assert ", n = 3, with 200 training images; +1.1 [" in scorecard.headline(eff, "architecture")
+    line = scorecard.headline(eff, "architecture")
+    assert line.startswith("CNN − MLP (cifar10): helps with 200 training images, +5.1 [")
+    assert "points, n = 3; helps with 3,200 training images, +1.1 [" in line
     assert scorecard.headline(eff, "SAM") is None
+    assert scorecard.undecided_reason(eff, "SAM") == "not measured at this profile"
+
+
+def test_only_decided_effects_are_headlined():
+    """Two seeds decide nothing: the comparison is left out of the abstract, with the judge's reason; a decided
+    size is headlined and an undecided one of the same comparison is not."""
+    two = scorecard.effects({"01_architectures": _arch_table(0.05, 0.05, seeds=2)})
+    assert scorecard.headline(two, "architecture") is None
+    assert scorecard.undecided_reason(two, "architecture") == "not testable: 2 seeds, fewer than 3"
+    mixed = scorecard.effects({"01_architectures": _arch_table(0.05, 0.0)})  # +0.1 ± tiny at 3,200: still decided
+    spread = mixed.copy()
+    spread.loc[spread["n_train"] == 3200, ["low", "high"]] = [-1.0, 1.0]
+    line = scorecard.headline(spread, "architecture")
+    assert "200 training images" in line and "3,200" not in line
+    assert scorecard.undecided_reason(spread, "architecture") == "no clear effect"
 
 
 def test_forest_plot_is_readable_at_page_width_with_an_outlier():
@@ -158,13 +174,18 @@ def test_calibration_summary_lists_every_chapters_rows():
     assert isinstance(pages.calibration_summary(cal.iloc[:0]), pages.Markdown)
 
 
-def test_tally_sentence_counts_every_class_and_says_why_most_are_undecided():
+def test_tally_sentence_counts_every_class_and_the_reasons_of_the_undecided():
     df = C.claims_frame(_claims("x", [C.SUPPORTED, C.NOT_TESTABLE, C.NOT_TESTABLE, C.CONSISTENT]))
     text = pages.tally_sentence(df)
     assert text.startswith("Of the 4 claims") and "1 are supported" in text and "1 consistent" in text
     assert "2 are not testable at this budget" in text and "not the science" not in text
-    df = C.claims_frame(_claims("x", [C.SUPPORTED, C.NOT_TESTABLE, C.NOT_TESTABLE]))
-    assert "the strict rule and the small budget, not the science" in pages.tally_sentence(df)
+    assert "(2 for too few seeds)." in text
+    claims = _claims("x", [C.SUPPORTED, C.NOT_TESTABLE, C.NOT_TESTABLE, C.NOT_TESTABLE])
+    claims[2] = C.Claim(**{**claims[2].__dict__, "reason": "1 of 3 runs did not pass the convergence check"})
+    claims[3] = C.Claim(**{**claims[3].__dict__, "reason": "the baselines are off the paper's table"})
+    text = pages.tally_sentence(C.claims_frame(claims))
+    assert ("(1 for too few seeds, 1 for runs that did not pass the convergence check, 1 for another stated "
+            "reason).") in text
 
 
 def test_pages_numbers_and_tables_from_new_format_tables():
@@ -177,7 +198,9 @@ def test_pages_numbers_and_tables_from_new_format_tables():
     x = pages.load(P)
     idx = pages.index_numbers(x, P)
     assert idx["abs_claims"] == 3 and "1 contradicted" in idx["abs_tally"].text
-    assert idx["abstract_effects"].text.startswith("* **architecture** — CNN − MLP (cifar10): +5.1 [")
+    assert idx["abstract_effects"].text.startswith("* **architecture** — CNN − MLP (cifar10): helps with 200 ")
+    assert idx["abs_undecided"].text.startswith("Not headlined") and "attention (not measured at this profile)" in \
+        idx["abs_undecided"].text
     num = pages.scorecard_numbers(x, P)
     assert (num["n_comparisons"], num["n_helps"], num["c_sup"], num["c_con"], num["n_calibration"]) == (1, 1, 1, 1, 1)
     assert num["stale_md"].text == ""

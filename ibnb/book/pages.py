@@ -100,27 +100,50 @@ def stale_note(x: Inputs) -> Markdown:
                     f"--profile {x.profile}`.\n:::\n")
 
 
+#: the classes of reasons a claim is not testable at a budget, by a phrase of :func:`ibnb.book.claims.judge`'s reason
+REASON_CLASSES = (("fewer than", "too few seeds"), ("convergence", "runs that did not pass the convergence check"),
+                  ("no runs measure", "not measured at this profile"), ("not available", "data not available offline"))
+
+
+def reason_class(reason) -> str:
+    """The class of a not-testable claim's reason (:data:`REASON_CLASSES`; ``"another stated reason"`` else)."""
+    text = _text(reason).lower()
+    return next((name for phrase, name in REASON_CLASSES if phrase in text), "another stated reason")
+
+
+def untestable_breakdown(claims: pd.DataFrame) -> str:
+    """``"12 for too few seeds, 3 for runs that did not pass the convergence check"`` over the not-testable
+    claims, largest class first (``""`` when there are none)."""
+    d = claims[claims["verdict"] == C.NOT_TESTABLE] if len(claims) else claims
+    if d.empty:
+        return ""
+    counts = d["reason"].map(reason_class).value_counts()
+    return ", ".join(f"{n} for {name}" for name, n in counts.items())
+
+
 def tally_sentence(claims: pd.DataFrame) -> str:
-    """``"Of the 40 claims ..., 3 are supported, ..."`` with the honest note when most are undecided."""
+    """``"Of the 40 claims ..., 3 are supported, ..."`` and, for the not-testable ones, their reasons by class."""
     t, n = C.tally(claims), len(claims)
     if not n:
         return "No chapter has a claims table at this profile yet."
     text = (f"Of the {n} claims audited in the chapters, {t[C.SUPPORTED]} are supported by our measurements, "
             f"{t[C.CONTRADICTED]} contradicted and {t[C.CONSISTENT]} consistent with no effect; {t[C.INCONCLUSIVE]} "
             f"are inconclusive (the interval spans the threshold) and {t[C.NOT_TESTABLE]} are not testable at this "
-            f"budget.")
-    if n and t[C.NOT_TESTABLE] * 2 > n:
-        text += (f" A verdict needs at least {C.MIN_SEEDS} seeds, runs that passed their convergence check and a "
-                 f"95 % interval on one side of the threshold; at this profile most settings have fewer seeds, so "
-                 f"the strict rule and the small budget, not the science, leave most claims undecided.")
-    return text
+            f"budget")
+    why = untestable_breakdown(claims)
+    return text + (f" ({why})." if why else ".")
 
 
 def index_numbers(x: Inputs, P: dict) -> dict:
-    """Every number the title page's abstract quotes."""
+    """Every number the title page's abstract quotes: the decided headline effects, the mechanisms left
+    undecided (with the reason), the claims tally and the book's measured wall time."""
     lines = [f"* **{m}** — {h}" for m in scorecard.MECHANISMS if (h := scorecard.headline(x.effects, m))]
+    undecided = [f"{m} ({scorecard.undecided_reason(x.effects, m)})" for m in scorecard.MECHANISMS
+                 if not scorecard.headline(x.effects, m)]
     cpu = x.timings[(x.timings["profile"] == "cpu") & (x.timings["notebook"] != INDEX)]
-    return {"abstract_effects": Markdown("\n".join(lines) or "* (no chapter results yet)"),
+    return {"abstract_effects": Markdown("\n".join(lines) or "* (no headline effect is decided at this profile)"),
+            "abs_undecided": Markdown(("Not headlined, because the book's rule does not decide them at this budget: "
+                                       + "; ".join(undecided) + ".") if undecided else ""),
             "abs_tally": Markdown(tally_sentence(x.claims)), "abs_claims": len(x.claims),
             "abs_profile": Markdown(f"`{x.profile}`"), "abs_cpu_min": Markdown(f"{cpu['wall_s'].sum() / 60:.0f}"),
             "abs_cpu_n": len(cpu)}

@@ -325,20 +325,34 @@ HEADLINES = {
 }
 
 
-def headline(eff: pd.DataFrame, mechanism: str) -> str | None:
-    """``"CNN − MLP (cifar10): +2.9 [1.1, 4.7] points, n = 3, with 200 training images; +1.4 [0.2, 2.6] points,
-    n = 3, with 3,200"`` for the mechanism's headline comparison (the first accuracy comparison whose name starts
-    as in :data:`HEADLINES`); ``None`` when it was not measured."""
-    if mechanism not in HEADLINES:
-        return None
+def headline_rows(eff: pd.DataFrame, mechanism: str) -> pd.DataFrame:
+    """The rows (one per training-set size, smallest first) of the mechanism's headline comparison: the first
+    accuracy comparison whose name starts as in :data:`HEADLINES`; empty when it was not measured."""
+    if mechanism not in HEADLINES or eff.empty:
+        return eff.iloc[:0]
     chapter, start = HEADLINES[mechanism]
     cand = eff[(eff["chapter"] == chapter) & eff["comparison"].str.startswith(start) & (eff["unit"] == "points")]
     if cand.empty:
+        return cand
+    return cand[cand["comparison"] == cand["comparison"].iloc[0]].sort_values("n_train")
+
+
+def headline(eff: pd.DataFrame, mechanism: str) -> str | None:
+    """The abstract's line for ``mechanism``: its headline comparison at each training-set size where the book's
+    rule decides whether it helps (:func:`direction`), e.g. ``"CNN − MLP (cifar10): helps with 200 training
+    images, +2.9 [1.1, 4.7] points, n = 3"``; ``None`` when no size of it is decided (or it was not measured):
+    an undecided effect is not headlined (:func:`undecided_reason` says why)."""
+    g = headline_rows(eff, mechanism)
+    decided = [(r, w) for _, r in g.iterrows() if (w := direction(r)) in ("helps", "hurts")]
+    if not decided:
         return None
-    comparison = cand["comparison"].iloc[0]
-    g = cand[cand["comparison"] == comparison].sort_values("n_train")
-    first, last = g.iloc[0], g.iloc[-1]
-    text = f"{comparison} ({first['dataset']}): {effect_text(first)}, with {first['n_train']:,} training images"
-    if len(g) > 1:
-        text += f"; {effect_text(last)}, with {last['n_train']:,}"
-    return text
+    first = decided[0][0]
+    parts = [f"{w} with {r['n_train']:,} training images, {effect_text(r)}" for r, w in decided]
+    return f"{first['comparison']} ({first['dataset']}): " + "; ".join(parts)
+
+
+def undecided_reason(eff: pd.DataFrame, mechanism: str) -> str:
+    """Why the mechanism's headline comparison is not headlined: ``"not measured at this profile"``, or the
+    direction of its largest training set (``"no clear effect"`` / ``"not testable: <reason>"``)."""
+    g = headline_rows(eff, mechanism)
+    return "not measured at this profile" if g.empty else direction(g.iloc[-1])
