@@ -154,3 +154,48 @@ def test_parity_plan_reuses_the_frontier_runs_for_its_bf16_arm(monkeypatch):
     assert len(parity) == 2 * P["parity_seeds"]
     monkeypatch.setattr(sweep, "bf16_native", lambda device: False)
     assert not [r for r in sweep.plan(P) if r["experiment"] == "parity"]
+
+
+def test_cuda_semantics_without_a_gpu():
+    """The CUDA branch of the rule (checked without a GPU: it is pure logic): bf16 autocast and channels-last for
+    every model, fp32 on request; and a CPU without bf16 units keeps ``auto`` in fp32."""
+    import ibnb.core.precision as precision
+
+    for model in (create_model("mlp", width=32, depth=1), create_model("cnn", width=8), create_model("vit")):
+        assert fast_path(model, "cuda") == FastPath(True, True)
+        assert fast_path(model, "cuda", "fp32") == FastPath(False, True)
+    cnn = create_model("cnn", width=8)
+    orig = precision.cpu_has_bf16
+    try:
+        precision.cpu_has_bf16 = lambda: False
+        assert fast_path(cnn, "cpu", input_shape=(3, 32, 32)) == FastPath(False, True)
+        precision.cpu_has_bf16 = lambda: True
+        assert fast_path(cnn, "cpu", input_shape=(3, 32, 32)) == FastPath(True, True)
+    finally:
+        precision.cpu_has_bf16 = orig
+
+
+def test_device_selection(monkeypatch):
+    from ibnb.core.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type in ("cpu", "mps") and resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device(None) == torch.device("cuda")
+
+
+def test_compile_switch_wraps_the_model_only_when_asked(monkeypatch):
+    calls = []
+
+    def fake_compile(model, *args, **kwargs):
+        calls.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    data = toy_data()
+    for flag in (False, True):
+        fit(create_model("cnn", width=4, stages=2, num_classes=4, image_size=8), data, device="cpu",
+            config=TrainConfig(epochs=1, batch_size=16, compile=flag), progress=False)
+    assert len(calls) == 1
