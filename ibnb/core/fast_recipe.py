@@ -91,9 +91,12 @@ def _views(data: ImageData, views: str) -> list[ImageData]:
 
 
 @torch.no_grad()
-def tta_evaluate(model, data: ImageData, *, views: str = "flip", device=None, batch_size: int = 1000) -> dict:
-    """Accuracy and NLL of the averaged logits of the test-time views of ``data`` (:func:`_views`)."""
-    logits = torch.stack([evaluate(model, v, device=device, batch_size=batch_size, return_logits=True)["logits"]
+def tta_evaluate(model, data: ImageData, *, views: str = "flip", device=None, batch_size: int = 1000,
+                 precision: str | None = None, channels_last: bool | None = None) -> dict:
+    """Accuracy and NLL of the averaged logits of the test-time views of ``data`` (:func:`_views`); ``precision``
+    and ``channels_last`` as in :func:`~ibnb.core.train.evaluate`."""
+    logits = torch.stack([evaluate(model, v, device=device, batch_size=batch_size, return_logits=True,
+                                   precision=precision, channels_last=channels_last)["logits"]
                           for v in _views(data, views)]).mean(0)
     y = data.y.to(logits.device)
     return {"acc": (logits.argmax(1) == y).float().mean().item(),

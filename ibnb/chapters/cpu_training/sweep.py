@@ -60,8 +60,10 @@ def _one(r: dict, train, val, test, P: dict, progress: bool) -> dict:
         model_kw["widths"] = tuple(P["widths_s"])
     model, hist, cached = train_or_load("fast_cnn", train, val, config=cfg, model_kw=model_kw, step=step,
                                         device=P["device"], progress=progress)
-    plain = evaluate(model, test, device=P["device"])
-    tta = tta_evaluate(model, test, views=P["tta"], device=P["device"])
+    # tested in the arithmetic it was trained in (the fp32 arm of the parity runs stays fp32 at test time too)
+    same = dict(precision=hist.precision or None, channels_last=hist.channels_last)
+    plain = evaluate(model, test, device=P["device"], **same)
+    tta = tta_evaluate(model, test, views=P["tta"], device=P["device"], **same)
     train_s = float(hist.frame["train_s"].sum())
     return {**r, "model": r["recipe"], "dataset": P["dataset"], "n_train": len(train), "n_test": len(test),
             "params": count_parameters(model), "test_acc": plain["acc"], "test_nll": plain["nll"],
