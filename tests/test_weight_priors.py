@@ -296,3 +296,23 @@ def test_dwp_claims_are_not_testable_while_a_baseline_is_far_from_the_paper():
     assert claims["learned source filters train faster than Xavier initialisation"].verdict == SUPPORTED
     unconverged = _verdicts(dwp_audit.claims(_dwp_results(converged=False), DWP_P))
     assert unconverged["DWP beats the N(0,1) prior with little data"].verdict == NOT_TESTABLE
+
+
+def test_zeroed_network_is_evaluated_in_the_arithmetic_of_the_reported_error():
+    """The identity check of chapter 05 compares the Sparse VD model with its rebuild from plain layers; left to
+    the fast-path rule, the plain conv rebuild would run bf16 on a bf16 CPU (the Sparse VD layers run fp32) and
+    the two errors would differ by rounding. The sweep evaluates the rebuild with the original's fast path."""
+    from conftest import toy_data
+    from ibnb.core.train import evaluate, fast_path
+
+    torch.manual_seed(0)
+    m = create_model("lenet5_caffe_svd", num_classes=4, image_size=28, in_channels=1)
+    data = toy_data(n_per_class=8, size=28)
+    data = type(data)(x=data.x[:, :1].contiguous(), y=data.y, classes=data.classes, name=data.name,
+                      mean=data.mean[:1], std=data.std[:1])
+    same = fast_path(m, "cpu", input_shape=data.shape)
+    assert same.precision == "fp32"  # the Sparse VD layers are not nn.Conv2d: no bf16 rule for them
+    dense = svd.to_dense(m)
+    a = evaluate(m, data, return_logits=True)["logits"]
+    b = evaluate(dense, data, return_logits=True, precision=same.precision, channels_last=same.channels_last)["logits"]
+    assert torch.allclose(a, b, atol=1e-5)

@@ -105,7 +105,7 @@ def claims(o, p: dict) -> list[Claim]:
     out.append(judge("MLPs reach a higher training throughput than ResNet-18", SOURCE,
                      f"batch {p['throughput_batch']}, this machine", effect_of([ratio], scale=1.0, unit="×"),
                      direction=+1, threshold=1.0,
-                     untestable="one timing on a machine shared with other work; needs ≥ 3 repeated timings"))
+                     untestable="one timing (n = 1) on one machine; needs ≥ 3 repeated timings"))
     f_mlp, f_res = float(tp.loc["bmlp", "flops_per_image"]), float(tp.loc["resnet18", "flops_per_image"])
     out.append(check("MLPs need fewer FLOPs per image than ResNet-18", SOURCE, "this profile's model sizes",
                      f"bMLP {f_mlp / 1e6:.2f} vs ResNet-18 {f_res / 1e6:.2f} MFLOPs per image", f_mlp < f_res,
