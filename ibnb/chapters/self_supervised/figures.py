@@ -17,6 +17,10 @@ TERMS = {"vicreg": ["invariance", "variance", "covariance"], "barlow_twins": ["o
          "wmse": ["alignment"]}
 
 
+#: legend names of the view recipes
+RECIPE_NAMES = {"study": "study views (crop+flip)", "standard": "standard views (+ colour)"}
+
+
 def _label(ax, xlabel: str, ylabel: str, title: str = "", *, log: bool = False, legend: bool = True) -> None:
     if log:
         ax.set_yscale("log")
@@ -146,8 +150,8 @@ def figures(out, p: dict) -> dict[str, plt.Figure]:
             "fig_semi": bar_chart(semi, ylabel="CIFAR-10 test top-1 (%)", width=0.8 * PAGE_WIDTH),
             "fig_tsne": tsne_grid(out.embeddings, out.tsne_labels, out.classes),
             "fig_recipe": bar_chart(recipe, ylabel="test top-1 (%)",
-                                    names={p["recipe"]: f"{p['recipe']} views (crop+flip)",
-                                           p["compare_recipe"]: f"{p['compare_recipe']} views (+ colour)"})}
+                                    names={r: RECIPE_NAMES.get(r, f"{r} views")
+                                           for r in (p["recipe"], p["compare_recipe"])})}
     if p["transfer"]:
         tr = summary(df, p, [(d.replace("pacs_", "PACS "), m, dict(method=m, evaluation="transfer", dataset=d))
                              for d in p["transfer"] for m in reps], backbone=b)

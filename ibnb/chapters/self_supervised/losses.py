@@ -4,10 +4,16 @@ Each loss takes embeddings ``Z`` (batch ``n`` × dimension ``d``) of two or more
 ``n`` images and returns a dict: ``"loss"`` (the scalar to minimise) and its named terms, so that every term can
 be logged on its own.
 
-* :func:`vicreg` (Bardes et al., 2022): ``λ·s(Z,Z') + μ·[v(Z)+v(Z')] + ν·[c(Z)+c(Z')]``.
-* :func:`barlow_twins` (Zbontar et al., 2021): ``Σ_i (1 − c_ii)² + λ Σ_i Σ_{j≠i} c_ij²``.
-* :func:`wmse` (Ermolov et al., 2021): whiten each view, then the mean squared distance between the
-  L2-normalised positives, averaged over all pairs of views.
+* :func:`vicreg` (Bardes et al., 2022): ``λ·s(Z,Z') + μ·[v(Z)+v(Z')]/2 + ν·[c(Z)+c(Z')]``, as the official
+  code (facebookresearch/vicreg) trains it: the paper's Eq. 6 writes ``μ·[v(Z)+v(Z')]`` without the ½, a known
+  paper/code mismatch (its issues #8 and #26) that doubles the weight of the variance hinge.
+* :func:`barlow_twins` (Zbontar et al., 2021): ``Σ_i (1 − c_ii)² + λ Σ_i Σ_{j≠i} c_ij²`` (paper and code agree).
+* :func:`wmse` (Ermolov et al., 2021): whiten each view in random sub-batches of ``w_size`` samples with the
+  shrunk covariance ``(1 − ε)Σ + εI`` (ε = 0 by default), then the mean squared distance between the
+  L2-normalised positives, averaged over all pairs of views — the conventions of the official code
+  (htdt/self-supervised: ``w_size`` 128, ``w_eps`` 0).
+
+Each is pinned in ``tests/test_ssl.py`` to a slow re-computation written from the papers' definitions.
 """
 from __future__ import annotations
 
@@ -49,9 +55,10 @@ def covariance_penalty(z: torch.Tensor) -> torch.Tensor:
 
 def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0,
            gamma: float = 1.0, eps: float = 1e-4) -> dict[str, torch.Tensor]:
-    """VICReg: ``λ·s(Z,Z') + μ·[v(Z)+v(Z')] + ν·[c(Z)+c(Z')]``; terms are returned unweighted."""
+    """VICReg as the official code trains it: ``λ·s(Z,Z') + μ·[v(Z)+v(Z')]/2 + ν·[c(Z)+c(Z')]``. Terms are
+    returned without λ, μ, ν: ``variance`` is the mean of the two views' hinges, ``covariance`` their sum."""
     s = invariance(z1, z2)
-    v = variance(z1, gamma, eps) + variance(z2, gamma, eps)
+    v = (variance(z1, gamma, eps) + variance(z2, gamma, eps)) / 2
     c = covariance_penalty(z1) + covariance_penalty(z2)
     return {"loss": lam * s + mu * v + nu * c, "invariance": s, "variance": v, "covariance": c}
 
@@ -78,15 +85,18 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 5e-3,
 
 
 # ---------------------------------------------------------------- W-MSE
-def whiten(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Whitening by Cholesky: Σ + εI = L Lᵀ, W = L⁻¹ (so W (Σ + εI) Wᵀ = I and WᵀW = (Σ + εI)⁻¹), returns
-    W (z_i − mean) for every row, the whole batch whitened at once (absolute ε, added to the covariance).
+def whiten(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Whitening by Cholesky of the shrunk covariance: (1 − ε)Σ + εI = L Lᵀ, W = L⁻¹, returns W (z_i − mean) for
+    every row (so the whitened rows have identity covariance; exactly so at ``eps=0``, the official default).
 
-    The whitened batch has identity covariance up to the ε shift (exactly so at ``eps=0``). Meaningful only for
-    n > d (:func:`wmse` checks it): with fewer samples Σ is singular and only ε keeps the factorisation defined."""
+    Meaningful only for n > d (:func:`wmse` checks it): with fewer samples Σ is singular."""
     zc = z - z.mean(dim=0)
-    sigma = covariance(z) + eps * torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
-    L = torch.linalg.cholesky(sigma)
+    eye = torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
+    sigma = (1 - eps) * covariance(z) + eps * eye
+    L, info = torch.linalg.cholesky_ex(sigma)
+    if bool(info):  # not positive definite in this precision (a nearly collapsed batch)
+        raise FloatingPointError(f"W-MSE whitening: covariance of a {tuple(z.shape)} batch is not positive definite "
+                                 "(collapsed embedding?); raise eps (w_eps) or the sub-batch size w_size")
     # rows of zc are samples: (W zcᵀ)ᵀ = zc Wᵀ; solve L X = zcᵀ instead of forming L⁻¹
     return torch.linalg.solve_triangular(L, zc.T, upper=False).T
 
@@ -96,15 +106,35 @@ def normalised_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(dim=1).mean()
 
 
-def wmse(views: list[torch.Tensor] | tuple[torch.Tensor, ...], *, eps: float = 1e-4) -> dict[str, torch.Tensor]:
-    """W-MSE over any number of views: whiten every view's batch, then average the normalised MSE over all
-    pairs of views. Term ``alignment`` is that average (= the loss)."""
+def sub_batches(n: int, w_size: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
+    """A random partition of ``range(n)`` into ``n // w_size`` groups of ``w_size`` (the official code's
+    ``randperm(n).view(-1, w_size)``; a remainder joins the last group instead of being required away). One group
+    of all ``n`` when ``w_size`` is 0 or ≥ n."""
+    if not w_size or w_size >= n:
+        return [torch.arange(n, device=device)]
+    perm = torch.randperm(n, generator=generator, device=generator.device if generator is not None else device)
+    groups = list(perm.to(device).split(w_size))
+    if len(groups) > 1 and len(groups[-1]) < w_size:
+        groups[-2] = torch.cat(groups[-2:])
+        groups.pop()
+    return groups
+
+
+def wmse(views: list[torch.Tensor] | tuple[torch.Tensor, ...], *, eps: float = 0.0, w_size: int = 128,
+         generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """W-MSE over any number of views: whiten every view in the same random sub-batches of ``w_size`` samples
+    (:func:`sub_batches`; positives stay in one group), then average the normalised MSE over all pairs of views.
+    Term ``alignment`` is that average (= the loss)."""
     if len(views) < 2:
         raise ValueError("wmse needs at least two views")
     n, d = views[0].shape
-    if n <= d:
-        raise ValueError(f"W-MSE whitening needs more samples than dimensions (batch {n} <= dim {d})")
-    white = [whiten(z.float(), eps) for z in views]
+    groups = sub_batches(n, w_size, generator, views[0].device)
+    if min(len(g) for g in groups) <= d:
+        raise ValueError(f"W-MSE whitening needs more samples than dimensions (sub-batch "
+                         f"{min(len(g) for g in groups)} <= dim {d}): raise w_size or the batch, or lower wmse_dim")
+    # rows are re-ordered group by group, identically in every view, so positives stay aligned
+    white = [torch.cat([whiten(z[g].float() if z.dtype != torch.float64 else z[g], eps) for g in groups])
+             for z in views]
     pairs = list(itertools.combinations(range(len(views)), 2))
     alignment = sum(normalised_mse(white[i], white[j]) for i, j in pairs) / len(pairs)
     return {"loss": alignment, "alignment": alignment}
@@ -113,10 +143,12 @@ def wmse(views: list[torch.Tensor] | tuple[torch.Tensor, ...], *, eps: float = 1
 LOSSES = {"vicreg": vicreg, "barlow_twins": barlow_twins, "wmse": wmse}
 
 
-def ssl_loss(method: str, views: list[torch.Tensor], **kw) -> dict[str, torch.Tensor]:
-    """Dispatch: ``vicreg`` / ``barlow_twins`` use the first two views; ``wmse`` uses all of them."""
+def ssl_loss(method: str, views: list[torch.Tensor], generator: torch.Generator | None = None,
+             **kw) -> dict[str, torch.Tensor]:
+    """Dispatch: ``vicreg`` / ``barlow_twins`` use the first two views; ``wmse`` uses all of them (and
+    ``generator`` for its sub-batches)."""
     if method not in LOSSES:
         raise KeyError(f"Unknown SSL method {method!r}; available: {', '.join(LOSSES)}")
     if method == "wmse":
-        return wmse(views, **kw)
+        return wmse(views, generator=generator, **kw)
     return LOSSES[method](views[0], views[1], **kw)

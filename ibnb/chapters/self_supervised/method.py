@@ -86,7 +86,8 @@ class SSLStep:
             h = model.encoder(views)
             z = model.projector(h)
             logits = model.head(h[:n].detach())
-        out = ssl_loss(self.method, list(z.float().chunk(self.n_views)), **dict(self.loss_kw))
+        out = ssl_loss(self.method, list(z.float().chunk(self.n_views)), generator=self.views.generator(x.device),
+                       **dict(self.loss_kw))
         probe = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         (out["loss"] + probe).backward()

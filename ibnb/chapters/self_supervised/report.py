@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ibnb.book import profiles
 from ibnb.book.page import Markdown
@@ -17,9 +19,38 @@ from ibnb.book.tables import Table, table
 from ibnb.chapters.self_supervised import claims_audit as A
 from ibnb.chapters.self_supervised.presets import NOTEBOOK
 from ibnb.core.models import count_parameters, create_model
-from ibnb.core.models.ssl import make_encoder
+from ibnb.core.models.ssl import SSLNet, make_encoder
 
 STUDY_N1_PARAMS = 403_530  # the study's N1 (quoted)
+#: NVIDIA A100's dense bf16 tensor-core peak (datasheet, quoted) and the utilisation range assumed for the estimate
+A100_BF16_FLOPS, A100_UTILISATION = 312e12, (0.10, 0.40)
+#: ResNet-18 on CIFAR-10, online linear top-1 after 1,000 epochs of pretraining (solo-learn's README, quoted)
+SOLO_LEARN_1000 = {"vicreg": 92.07, "barlow_twins": 92.10, "wmse": 88.67}
+
+
+def training_flops_per_view(backbone: str, backbone_kw: dict, projector_dims) -> float:
+    """FLOPs of forward + backward of encoder and projector for one 3×32×32 view (``torch.utils.flop_counter``)."""
+    net = SSLNet(backbone, backbone_kw, projector_dims, 10, 3)
+    x = torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        net.projector(net.encoder(x)).square().mean().backward()
+    return counter.get_total_flops() / 2
+
+
+def _cost_numbers(df, p, b) -> dict:
+    """What pretraining costs here, measured, and what the study's ResNet-18 run would cost (an estimate)."""
+    vic = A.select(df, p, "vicreg", "linear", backbone=b)
+    per_view = training_flops_per_view(b, p["backbone_kw"][b], p["projector_dims"])
+    views_per_s = 2 * float(vic["images_per_s"].mean())
+    rate = per_view * views_per_s
+    r18 = training_flops_per_view("resnet18", {"width": 64}, [1024, 1024, 1024])
+    total = r18 * 2 * A.STUDY["images"] * A.STUDY["epochs"]
+    lo, hi = (total / (A100_BF16_FLOPS * u) / 60 for u in A100_UTILISATION[::-1])
+    return {"pre_gflop_view": per_view / 1e9, "pre_views_s": views_per_s, "pre_gflops": rate / 1e9,
+            "r18_gflop_view": r18 / 1e9, "r18_pflop": total / 1e15, "r18_cpu_h": total / rate / 3600,
+            "r18_gpu_min_lo": lo, "r18_gpu_min_hi": hi,
+            "a100_util": Markdown(f"{100 * A100_UTILISATION[0]:.0f}–{100 * A100_UTILISATION[1]:.0f} %"),
+            "r18_per_solo": float(100 * A.QUOTED[("resnet18", "vicreg", "linear")] / SOLO_LEARN_1000["vicreg"])}
 
 
 def order(p: dict) -> list[str]:
@@ -115,10 +146,12 @@ def _semi_transfer_numbers(df, p, b) -> dict:
         key = ev if dset is None else dset
         for r in (p["recipe"], p["compare_recipe"]):
             out[f"rec_{r}_{key}"] = _md(A.accuracy(df, p, cm, ev, backbone=b, recipe=r, dataset=dset))
-        out[f"rec_gain_{key}"] = _diff_md(A.difference(df, p, dict(method=cm, evaluation=ev, recipe=p["compare_recipe"],
+        out[f"rec_gain_{key}"] = _diff_md(A.difference(df, p, dict(method=cm, evaluation=ev, recipe=A.COLOUR,
                                                                    dataset=dset),
-                                                       dict(method=cm, evaluation=ev, recipe=p["recipe"], dataset=dset),
+                                                       dict(method=cm, evaluation=ev, recipe=A.NO_COLOUR, dataset=dset),
                                                        backbone=b))
+    for r in (p["recipe"], p["compare_recipe"]):
+        out[f"knnpix_{cm}_{r}"] = _diff_md(A.knn_margin(df, p, cm, backbone=b, recipe=r))
     return out
 
 
@@ -178,7 +211,8 @@ def numbers(out, p: dict, audit) -> dict:
             "n_pretrain": 10 * p["n_per_class"], "n_val": out.sizes["n_val"], "n_test": out.sizes["n_test"],
             "epochs": p["epochs"], "batch_size": p["batch_size"], "lr": float(p["lr"]),
             "proj": Markdown(" → ".join(str(d) for d in p["projector_dims"])), "wmse_dim": p["wmse_dim"],
-            "n_seeds": p["seeds"], "probe_epochs": p["probe_epochs"], "knn_k": p["knn_k"],
+            "n_seeds": p["seeds"], "n_seeds_other": p["seeds_other_methods"], "probe_epochs": p["probe_epochs"],
+            "knn_k": p["knn_k"], "knn_t": float(p["knn_t"]), "warmup": float(p["warmup_epochs"]),
             "finetune_epochs": p["finetune_epochs"], "sup_lr": float(p["sup_lr"]),
             "finetune_lr": float(p["finetune_lr"]), "gate_points": float(p["gate_points"]),
             "gpu_backbones": Markdown(", ".join(f"`{x}`" for x in gpu["backbones"])), "gpu_epochs": gpu["epochs"],
@@ -189,6 +223,7 @@ def numbers(out, p: dict, audit) -> dict:
     nums.update(_monitor_numbers(out, p, b))
     nums.update(_semi_transfer_numbers(df, p, b))
     nums.update(_audit_numbers(df, p, audit))
+    nums.update(_cost_numbers(df, p, b))
     # counts go to the page with thousands separators (quoted with {glue:md})
     return {k: Markdown(f"{v:,}") if isinstance(v, int) and not isinstance(v, bool) else v for k, v in nums.items()}
 

@@ -1,7 +1,8 @@
 """Representations without labels: VICReg, Barlow Twins and W-MSE against a supervised encoder.
 
 For every backbone and seed: self-supervised pretraining of each method on unlabelled CIFAR-10 images (the
-study's crop+flip views), a supervised baseline with the same encoder, images and epochs; then on frozen
+``recipe`` views; the compared method also with ``compare_recipe``; methods other than the compared one only for
+the first ``seeds_other_methods`` seeds), a supervised baseline with the same encoder, images and epochs; then on frozen
 features a linear probe (top-1/top-5) and weighted kNN on CIFAR-10, transfer to PACS photo and sketch (linear
 probe on frozen features), semi-supervised fine-tuning of the whole network on 1 % / 10 % of the labels
 (against the same network trained from scratch on them), and one augmentation-recipe comparison.
@@ -95,7 +96,7 @@ def _probe_rows(p: dict, feats, train, data: _Data, common: dict, seed: int) -> 
     y_tr, y_te = train.y.to(f_tr.device), data.test.y.to(f_tr.device)
     probe = dict(epochs=p["probe_epochs"], batch_size=p["probe_batch_size"], lr=p["probe_lr"], seed=seed)
     lp = linear_probe(f_tr, y_tr, f_te, y_te, num_classes=train.num_classes, **probe)
-    knn = knn_accuracy(f_tr, y_tr, f_te, y_te, num_classes=train.num_classes, k=p["knn_k"])
+    knn = knn_accuracy(f_tr, y_tr, f_te, y_te, num_classes=train.num_classes, k=p["knn_k"], temperature=p["knn_t"])
     n = len(train)
     rows = [dict(common, evaluation="linear", dataset=p["dataset"], n_train=n, n_labels=n, test_acc=lp["top1"],
                  test_top5=lp["top5"], n_test=len(data.test)),
@@ -166,8 +167,9 @@ def run(p: dict, progress: bool = False) -> Outcome:
         sup_enc = encoder_of(sup)
         keep("supervised", probe("supervised", "crop+flip", sup_enc, count_parameters(sup_enc), hist.columns()))
 
-        # self-supervised pretraining, each method with the study's recipe, plus one recipe comparison
-        runs = [(m, p["recipe"]) for m in p["methods"]] + [(p["compare_method"], p["compare_recipe"])]
+        # self-supervised pretraining, each method with the main recipe, plus one recipe comparison
+        methods = [m for m in p["methods"] if m == p["compare_method"] or seed < p["seeds_other_methods"]]
+        runs = [(m, p["recipe"]) for m in methods] + [(p["compare_method"], p["compare_recipe"])]
         encoders = {}
         for method, recipe in runs:
             cfg = TrainConfig.from_params(p, optimizer="adamw", schedule="cosine", augment="none", seed=seed)

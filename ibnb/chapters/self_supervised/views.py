@@ -41,7 +41,9 @@ class ViewAugment:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
-    def _gen(self, device) -> torch.Generator:
+    def generator(self, device) -> torch.Generator:
+        """This augmenter's generator on ``device`` (also drawn from by losses that need randomness, W-MSE's
+        sub-batches, so that a step is a function of its position in training)."""
         device = torch.device(device)
         if str(device) not in self._generators:
             self._generators[str(device)] = torch.Generator(device=device).manual_seed(self.seed)
@@ -51,10 +53,10 @@ class ViewAugment:
         """Seed the generator from ``(seed, position)`` (the fractional epoch of a training step), so every step's
         views are a function of where it is in training: a run resumed from a checkpoint draws the same views as
         an uninterrupted one."""
-        self._gen(device).manual_seed(self.seed * 1_000_003 + int(round(position * 100_000)))
+        self.generator(device).manual_seed(self.seed * 1_000_003 + int(round(position * 100_000)))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        g, c = self._gen(x.device), RECIPES[self.recipe]
+        g, c = self.generator(x.device), RECIPES[self.recipe]
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         p = (x.float() * std + mean).clamp(0, 1)
