@@ -1,7 +1,7 @@
 """Chapter 05 — Sparse Variational Dropout (Molchanov et al. 2017), the chapter contract of :mod:`ibnb.chapters`.
 
 Dense and Sparse VD versions of LeNet-300-100 and LeNet-5-Caffe are trained on MNIST; a control trains Sparse VD
-LeNet-300-100 on shuffled labels. Files: ``presets.py`` (knobs), ``method.py`` (the ELBO step), ``sweep.py`` (the
+LeNet-300-100 on shuffled labels, next to dense LeNet-300-100 on the same labels (which memorises them). Files: ``presets.py`` (knobs), ``method.py`` (the ELBO step), ``sweep.py`` (the
 runs), ``claims_audit.py`` (claims and calibration), ``figures.py``; the layers are in :mod:`ibnb.core.models.sparse_vd`
 and the networks in :mod:`ibnb.core.models.lenet`.
 """
@@ -16,7 +16,7 @@ from ibnb.book.tables import Table, table
 from ibnb.chapters.sparse_vd import claims_audit as _audit
 from ibnb.chapters.sparse_vd import figures as _figures
 from ibnb.chapters.sparse_vd.presets import NOTEBOOK, PRETTY
-from ibnb.chapters.sparse_vd.sweep import SPARSE, Outcome, plan, run_sweep
+from ibnb.chapters.sparse_vd.sweep import DENSE, SPARSE, Outcome, plan, run_sweep
 from ibnb.core.models import sparse_vd as svd
 from ibnb.core.reference import changes
 
@@ -35,7 +35,8 @@ def audit(out: Outcome, P: dict) -> Audit:
 
 def _setup_numbers(out: Outcome, P: dict) -> dict:
     df = out.df
-    return {"kl_zero": float(P["kl_zero_epochs"]), "kl_full": float(P["kl_full_epochs"]), "batch": P["batch_size"],
+    return {"kl_zero": 100 * float(P["kl_zero_frac"]), "kl_full": 100 * float(P["kl_full_frac"]),
+            "batch": P["batch_size"],
             "lr": float(P["lr"]), "schedule": Markdown(P["schedule"]), "n_train": int(df["n_train"].iloc[0]),
             "n_val": 10 * P["val_per_class"], "n_test": int(df["n_test"].iloc[0]), "n_runs": len(plan(P)),
             "n_cached": int(df["cached"].sum()), "n_converged": int(df["converged"].sum()),
@@ -61,6 +62,36 @@ def _network_numbers(out: Outcome, P: dict, net: str, e: dict) -> dict:
     return n
 
 
+def _random_label_numbers(out: Outcome, P: dict) -> dict:
+    """The control's numbers: seed 0 of Sparse VD on true and shuffled labels, and the fit of every seed."""
+    n = {"rl_epochs": P["random_label_epochs"], "rl_seeds": P["random_label_seeds"]}
+    rl = out.df[out.df["experiment"] == "random_labels"]
+    if not (rl["labels"] == "shuffled").any():
+        return n
+    s0 = rl[(rl["method"] == SPARSE) & (rl["seed"] == 0)].set_index("labels")
+    for lab, tag in (("shuffled", "rl"), ("true", "rl_true")):
+        n[f"{tag}_pruned"] = float(100 * (1 - s0.loc[lab, "kept"] / s0.loc[lab, "weights"]))
+    n.update(rl_kept=int(s0.loc["shuffled", "kept"]), rl_comp=float(s0.loc["shuffled", "compression"]),
+             rl_test_acc=float(100 * s0.loc["shuffled", "test_acc"]), rl_n=int(s0.loc["shuffled", "n_train"]))
+    for method, tag in ((SPARSE, "svd"), (DENSE, "dense")):
+        fit = 100 * _audit.random_label_runs(out.df, method)["final_train_acc"]
+        n[f"rl_{tag}_fit"] = Markdown(f"{fit.min():.1f}–{fit.max():.1f} %" if len(fit) > 1 else f"{fit.iloc[0]:.1f} %")
+    return n
+
+
+def _calibration_sentence(cal: list) -> str:
+    """Which calibration rows are within their tolerance, generated from the rows."""
+    inside = [c.quantity.split(" (")[0] for c in cal if c.within]
+    outside = [f"{c.quantity.split(' (')[0]} ({c.difference:+.2f}{' points' if c.ours.unit == '%' else c.ours.unit})"
+               for c in cal if not c.within]
+    parts = []
+    if inside:
+        parts.append(f"within tolerance: {'; '.join(inside)}")
+    if outside:
+        parts.append(f"outside it: {'; '.join(outside)}")
+    return f"{len(inside)} of {len(cal)} rows are within tolerance — " + "; ".join(parts) + "."
+
+
 def numbers(out: Outcome, P: dict) -> dict:
     """Every number the page quotes, by glue name."""
     df, e = out.df, _audit.effects(out.df, P["networks"])
@@ -74,13 +105,8 @@ def numbers(out: Outcome, P: dict) -> dict:
         mask = svd.svdo_layers(out.models["lenet5_caffe"])[0][1].mask().cpu()
         n.update(conv1_kept=int(mask.sum()), conv1_total=int(mask.numel()),
                  conv1_dead=int((mask.flatten(1).sum(1) == 0).sum()))
-    n["rl_epochs"] = P["random_label_epochs"]
-    rl = df[df["experiment"] == "random_labels"].set_index("labels")
-    if "shuffled" in rl.index:
-        for lab, tag in (("shuffled", "rl"), ("true", "rl_true")):
-            n[f"{tag}_pruned"] = float(100 * (1 - rl.loc[lab, "kept"] / rl.loc[lab, "weights"]))
-        n.update(rl_kept=int(rl.loc["shuffled", "kept"]), rl_comp=float(rl.loc["shuffled", "compression"]),
-                 rl_test_acc=float(100 * rl.loc["shuffled", "test_acc"]))
+    n.update(_random_label_numbers(out, P))
+    n["calibration_sentence"] = Markdown(_calibration_sentence(_audit.calibration(df, P)))
     claims = _audit.claims(df, P)
     t = tally(claims)
     n.update(n_claims=len(claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(claims) - t[NOT_TESTABLE],

@@ -85,12 +85,16 @@ def first_layer_kernels(model) -> plt.Figure:
 
 
 def random_labels(histories: dict, model) -> plt.Figure:
-    """Sparsity and training accuracy per epoch, true against shuffled labels."""
+    """Sparsity and training accuracy per epoch, true against shuffled labels (Sparse VD, seed 0), and the
+    training accuracy of the dense network on the shuffled labels (seed 0), when it was run."""
     fig, ax = panel_grid(2, height=2.9)
     for lab, style in (("true", "o-"), ("shuffled", "s--")):
         f = histories[("random_labels", "lenet300_100", SPARSE, 0, lab)]
-        ax[0].plot(f["epoch"], overall_sparsity(f, model), style, ms=3, label=f"{lab} labels")
-        ax[1].plot(f["epoch"], 100 * f["train_acc"], style, ms=3, label=f"{lab} labels")
+        ax[0].plot(f["epoch"], overall_sparsity(f, model), style, ms=3, label=f"Sparse VD, {lab} labels")
+        ax[1].plot(f["epoch"], 100 * f["train_acc"], style, ms=3, label=f"Sparse VD, {lab} labels")
+    dense = histories.get(("random_labels", "lenet300_100", DENSE, 0, "shuffled"))
+    if dense is not None:
+        ax[1].plot(dense["epoch"], 100 * dense["train_acc"], "^:", ms=3, color="C3", label="dense, shuffled labels")
     ax[0].axhline(99, color="gray", ls=":", lw=1, label="99 %")
     ax[0].set(xlabel="epoch", ylabel="weights with log α > 3 (%)", title="sparsity (training-time)")
     ax[1].set(xlabel="epoch", ylabel="training accuracy (%)", title="fit of the training labels")
