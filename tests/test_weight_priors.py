@@ -185,7 +185,14 @@ def test_gaussian_prior_kl_is_exact_and_priors_give_finite_kl():
     net = BayesCNN([dwp.DWPPrior(KernelVAE(7)), dwp.LogUniformPrior(), dwp.GaussianPrior()], width1=2, width2=3)
     net(torch.randn(2, 1, 28, 28))
     assert torch.isfinite(net.kl())
-    assert len(dwp.make_priors("N(0,1)", {}, {})) == 3
+    assert len(dwp.make_priors("N(0,1)", {}, {})) == 2  # the authors' default: a deterministic classifier
+    assert len(dwp.make_priors("N(0,1)", {}, {}, classifier_prior="N(0,1)")) == 3
+    det = BayesCNN(dwp.make_priors("N(0,1)", {}, {}), width1=2, width2=3)
+    assert type(det.fc) is torch.nn.Linear
+    with torch.no_grad():  # the classifier's weights do not enter the KL
+        before = det.kl().item()
+        det.fc.weight.mul_(100)
+        assert det.kl().item() == before
     with pytest.raises(ValueError):
         BayesCNN([dwp.GaussianPrior()])
 
@@ -195,19 +202,30 @@ SVD_P = {"networks": ["lenet300_100"], "epochs": {"lenet300_100": 200}, "seeds":
          "random_label_epochs": 200}
 
 
-def _svd_results(dense_err=1.64, svd_err=1.70, comp=70.0, seeds=3, converged=True):
+def _svd_results(dense_err=1.64, svd_err=1.70, comp=70.0, seeds=3, converged=True, growth=2.0, rl_seeds=1,
+                 dense_fit=1.0):
     """A results table shaped like chapter 05's: dense and Sparse VD LeNet-300-100 over ``seeds`` seeds plus the
-    random-label control (one seed)."""
+    random-label control over ``rl_seeds`` seeds (Sparse VD and, with ``dense_fit`` set, the dense network that
+    ends at that training accuracy; ``None``: no dense control)."""
     rows = []
     for seed in range(seeds):
         for method, err, c in (("dense", dense_err, 1.0), ("sparse VD", svd_err, comp)):
             e = err + 0.01 * seed
             rows.append(dict(experiment="table", network="lenet300_100", method=method, seed=seed, labels="true",
                              n_train=60_000, error_pct=e, compression=c + seed, kept=100, weights=266_200,
-                             masked_dense_error_pct=e if method == "sparse VD" else None, converged=converged))
-    rows.append(dict(experiment="random_labels", network="lenet300_100", method="sparse VD", seed=0,
-                     labels="shuffled", n_train=60_000, error_pct=90.0, compression=2e4, kept=12, weights=266_200,
-                     masked_dense_error_pct=90.0, converged=converged))
+                             masked_dense_error_pct=e if method == "sparse VD" else None, converged=converged,
+                             compression_growth_pct=growth + seed if method == "sparse VD" else None,
+                             final_train_acc=0.99))
+    for seed in range(rl_seeds):
+        rows.append(dict(experiment="random_labels", network="lenet300_100", method="sparse VD", seed=seed,
+                         labels="shuffled", n_train=5_000, error_pct=90.0, compression=2e4, kept=12 + seed,
+                         weights=266_200, masked_dense_error_pct=90.0, converged=converged,
+                         compression_growth_pct=0.0, final_train_acc=0.11))
+        if dense_fit is not None:
+            rows.append(dict(experiment="random_labels", network="lenet300_100", method="dense", seed=seed,
+                             labels="shuffled", n_train=5_000, error_pct=90.0, compression=1.0, kept=266_200,
+                             weights=266_200, masked_dense_error_pct=None, converged=converged,
+                             compression_growth_pct=None, final_train_acc=dense_fit - 0.001 * seed))
     return pd.DataFrame(rows)
 
 
@@ -229,6 +247,30 @@ def test_sparse_vd_audit_follows_the_table():
     assert worse["Sparse VD compresses LeNet-300-100 68×"].verdict == CONTRADICTED
     assert worse["Sparse VD costs LeNet-300-100 no accuracy against the dense network"].verdict == CONTRADICTED
     assert worse["the zeroed network gives the reported error"].verdict == CONTRADICTED
+
+
+RL_CLAIM = "Sparse VD removes all the weights of a network trained on random labels"
+
+
+def test_random_label_claim_is_gated_by_the_dense_memorisation_control():
+    ok = _verdicts(svd_audit.claims(_svd_results(rl_seeds=3, dense_fit=1.0), SVD_P))
+    assert ok[svd_audit.CONTROL].verdict == SUPPORTED and ok[RL_CLAIM].verdict == SUPPORTED
+    # the dense network does not fit the shuffled labels: Sparse VD's empty network proves nothing
+    unfit = _verdicts(svd_audit.claims(_svd_results(rl_seeds=3, dense_fit=0.3), SVD_P))
+    assert unfit[svd_audit.CONTROL].verdict == CONTRADICTED
+    assert unfit[RL_CLAIM].verdict == NOT_TESTABLE and "control" in unfit[RL_CLAIM].reason
+    # no dense rows (an older table): no control claim, and the gate does not block
+    none = _verdicts(svd_audit.claims(_svd_results(rl_seeds=3, dense_fit=None), SVD_P))
+    assert svd_audit.CONTROL not in none and none[RL_CLAIM].verdict == SUPPORTED
+
+
+def test_compression_claim_needs_compression_that_stopped_growing():
+    claim = "Sparse VD compresses LeNet-300-100 68×"
+    growing = _verdicts(svd_audit.claims(_svd_results(growth=15.0), SVD_P))[claim]
+    assert growing.verdict == NOT_TESTABLE and "still growing" in growing.reason
+    # the accuracy claim does not need a settled compression
+    acc = _verdicts(svd_audit.claims(_svd_results(growth=15.0), SVD_P))
+    assert acc["Sparse VD costs LeNet-300-100 no accuracy against the dense network"].verdict == CONSISTENT
 
 
 def test_sparse_vd_audit_needs_seeds_convergence_and_a_calibrated_dense_baseline():
@@ -285,9 +327,16 @@ def test_dwp_audit_follows_the_data_when_the_baselines_are_calibrated():
 
 
 def test_dwp_claims_are_not_testable_while_a_baseline_is_far_from_the_paper():
-    df = _dwp_results(log_uniform=10.0)
+    # the log-uniform baseline far off: only the comparison with it waits; the L2 / N(0,1) gate passes
+    lu = _verdicts(dwp_audit.claims(_dwp_results(log_uniform=10.0), DWP_P))
+    assert lu["DWP beats the log-uniform prior with little data"].verdict == NOT_TESTABLE
+    assert "log-uniform" in lu["DWP beats the log-uniform prior with little data"].reason
+    assert lu["DWP beats the N(0,1) prior with little data"].verdict == SUPPORTED
+    # the N(0,1) baseline far off: every DWP claim waits (issue 18's gate on L2 and N(0,1))
+    df = _dwp_results()
+    df.loc[(df["method"] == "N(0,1)") & (df["n_train"] == 50), "test_acc"] -= 0.2
     gate = dwp_audit.baseline_gate(dwp_audit.calibration(df, DWP_P))
-    assert not gate[0] and "log-uniform" in gate[1]
+    assert not gate[0] and "N(0,1)" in gate[1]
     claims = _verdicts(dwp_audit.claims(df, DWP_P))
     for name, c in claims.items():
         if "DWP" in name:
@@ -316,3 +365,17 @@ def test_zeroed_network_is_evaluated_in_the_arithmetic_of_the_reported_error():
     a = evaluate(m, data, return_logits=True)["logits"]
     b = evaluate(dense, data, return_logits=True, precision=same.precision, channels_last=same.channels_last)["logits"]
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_small_training_sets_are_tiled_into_rounds_of_equal_passes():
+    from ibnb.chapters.deep_weight_prior.sweep import rounds_for, tiled
+    from ibnb.core.data import ImageData
+    data = ImageData(x=torch.zeros(50, 1, 4, 4, dtype=torch.uint8), y=torch.arange(50) % 10, classes=list("0123456789"),
+                     name="toy", mean=(0.0,), std=(1.0,))
+    r = tiled(data, 1000)
+    assert len(r) == 1000 and torch.bincount(r.y).tolist() == [100] * 10 and r.meta["repeated"] == 20
+    assert tiled(data, 10) is data
+    p = {"round_images": 1000, "target_batch": 50, "target_steps": 1000}
+    # 20 steps per round at every size: 50 rounds for 1,000 steps, whatever the number of distinct images
+    assert rounds_for(50, p) == rounds_for(1000, p) == 50
+    assert rounds_for(300, p) * (len(tiled(data.subset(torch.arange(50).repeat(6)), 1000)) // 50) >= 1000

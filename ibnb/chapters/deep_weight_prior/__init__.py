@@ -52,8 +52,12 @@ def _source_numbers(out: Outcome, P: dict) -> dict:
 def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
     small = _audit.small_runs(out.df)
     lo, hi = min(P["sizes"]), max(P["sizes"])
+    steps = int(small["steps"].max())
     n = {"sizes_txt": Markdown(", ".join(f"{s:,}" for s in P["sizes"])), "n_seeds": P["seeds"],
-         "steps": P["target_steps"], "tbatch": P["target_batch"], "lr": float(P["lr"]), "n_lo": lo, "n_hi": hi,
+         "steps": steps, "round_images": P["round_images"], "ls2_init": float(P["log_sigma2_init"]),
+         "classifier_txt": Markdown("is deterministic (no prior, no KL), as in the authors' code"
+                                    if P["classifier_prior"] == "none" else "has a N(0,1) prior"), "kl_ratio": hi // lo,
+         "passes_lo": steps * min(P["target_batch"], lo) // lo, "passes_hi": steps * min(P["target_batch"], hi) // hi, "tbatch": P["target_batch"], "lr": float(P["lr"]), "n_lo": lo, "n_hi": hi,
          "n_test": int(out.df["n_test"].iloc[0]), "n_val": 10 * P["val_per_class"], "n_sizes": len(P["sizes"]),
          "n_small_converged": int(small["converged"].sum()), "n_small": len(small)}
     mean_lo = small[small["n_train"] == lo].groupby("method")["test_acc"].mean().sort_values(ascending=False)
@@ -83,6 +87,17 @@ def _init_numbers(out: Outcome, P: dict, e: dict) -> dict:
     return n
 
 
+def _calibration_reading(cal: list, gate: tuple[bool, str]) -> str:
+    """One generated sentence: how far the baselines are from the paper's table, and what follows."""
+    base = [c for c in cal if any(c.quantity.startswith(b + " ") for b in _audit.GATE_BASELINES)]
+    within = sum(c.within for c in base)
+    if gate[0]:
+        return (f"all {len(base)} baseline rows are within ±{_audit.TOLERANCE:g} points of it, so the DWP "
+                f"comparisons are decided by the claims audit below.")
+    return (f"{within} of {len(base)} baseline rows are within ±{_audit.TOLERANCE:g} points of it; "
+            f"{gate[1]}. **No conclusion about the DWP is drawn from these runs.**")
+
+
 def numbers(out: Outcome, P: dict) -> dict:
     """Every number the page quotes, by glue name."""
     e = _audit.effects(out.df, P)
@@ -93,6 +108,7 @@ def numbers(out: Outcome, P: dict) -> dict:
     n.update(n_claims=len(a.claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(a.claims) - t[NOT_TESTABLE],
              n_cal=len(a.calibration), n_cal_within=sum(c.within for c in a.calibration),
              cal_tol=_audit.TOLERANCE, gate=Markdown(gate[1] or "the baselines are within tolerance"),
+             calibration_reading=Markdown(_calibration_reading(a.calibration, gate)),
              earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)))
     return n
 

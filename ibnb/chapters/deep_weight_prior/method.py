@@ -107,9 +107,10 @@ class DWPPrior:
         return aux_kl_bound(w.reshape(-1, k * k), layer.log_sigma2, self.vae.encode, self.vae.decode)
 
 
-def make_priors(method: str, kernels: dict, vaes: dict) -> list:
-    """The three priors (conv1, conv2, classifier) of a :class:`~ibnb.core.models.bayesian.BayesCNN`: ``method``
-    on the conv layers, N(0, 1) on the classifier."""
+def make_priors(method: str, kernels: dict, vaes: dict, classifier_prior: str = "none") -> list:
+    """The priors of a :class:`~ibnb.core.models.bayesian.BayesCNN`: ``method`` on the two conv layers, and on the
+    classifier N(0, 1) (``classifier_prior="N(0,1)"``) or none (``"none"``: a deterministic classifier, as in the
+    authors' code)."""
     if method == "DWP":
         convs = [DWPPrior(vaes["conv1"]), DWPPrior(vaes["conv2"])]
     elif method == "log-uniform":
@@ -120,7 +121,9 @@ def make_priors(method: str, kernels: dict, vaes: dict) -> list:
         convs = [GaussianPrior.fit(kernels["conv1"]), GaussianPrior.fit(kernels["conv2"])]
     else:
         raise KeyError(f"unknown prior {method!r}")
-    return convs + [GaussianPrior()]
+    if classifier_prior not in ("none", "N(0,1)"):
+        raise KeyError(f"unknown classifier prior {classifier_prior!r}; use 'none' or 'N(0,1)'")
+    return convs + ([GaussianPrior()] if classifier_prior == "N(0,1)" else [])
 
 
 def _penalised_update(model, opt, x, y, penalty, term: str) -> StepOutput:

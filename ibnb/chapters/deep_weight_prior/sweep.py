@@ -4,8 +4,10 @@ Target: MNIST with a few training images (class-balanced, a fresh subset per see
 trains a :class:`~ibnb.core.models.bayesian.BayesCNN` with DWP, log-uniform, N(0, 1) or learned-Gaussian priors on
 its conv layers (:class:`~ibnb.chapters.deep_weight_prior.method.VIStep`), or the deterministic
 :func:`~ibnb.core.models.lenet.dwp_cnn` with an L2 penalty (:class:`~ibnb.chapters.deep_weight_prior.method.L2Step`);
-each run takes at least ``target_steps`` steps and is validated every epoch on a held-out split, so its
-convergence check reads validation accuracy. A second experiment trains the deterministic net from three
+each run takes ``target_steps`` steps of batch ``target_batch``. A 50-image training set is one step per epoch, so
+it is presented in *rounds*: the set tiled to at least ``round_images`` images and shuffled (every image appears
+the same number of times per round), validated on a held-out split after every round, so the convergence check
+reads validation accuracy per round and validation does not cost more than training. A second experiment trains the deterministic net from three
 initialisations of its conv layers. These runs are trained in place (their priors are objects, not names), not
 through the run cache.
 """
@@ -44,15 +46,23 @@ class Outcome:
     vae_losses: dict = field(default_factory=dict)
 
 
-def epochs_for(n: int, p: dict) -> int:
-    """Epochs so that a run of ``n`` images takes at least ``target_steps`` steps of batch ``target_batch``."""
-    return max(1, math.ceil(p["target_steps"] / max(1, n // min(p["target_batch"], n))))
+def tiled(data: ImageData, min_images: int) -> ImageData:
+    """``data`` repeated a whole number of times to at least ``min_images`` images (one *round*)."""
+    k = max(1, math.ceil(min_images / len(data)))
+    return data if k == 1 else data.subset(torch.arange(len(data)).repeat(k), repeated=k)
+
+
+def rounds_for(n: int, p: dict) -> int:
+    """Rounds (epochs of the tiled set) so that a run on ``n`` images takes at least ``target_steps`` steps."""
+    per_round = max(1, math.ceil(p["round_images"] / n) * n // min(p["target_batch"], n))
+    return max(1, math.ceil(p["target_steps"] / per_round))
 
 
 def _row(experiment: str, model_name: str, method: str, model, train, test, hist, seed: int, epochs: int,
-         device, p: dict) -> dict:
+         device, p: dict, n_train: int | None = None) -> dict:
+    """One results row; ``n_train`` is the number of distinct training images (default ``len(train)``)."""
     ev = evaluate(model, test)
-    return dict(experiment=experiment, model=model_name, dataset="mnist", n_train=len(train), seed=seed,
+    return dict(experiment=experiment, model=model_name, dataset="mnist", n_train=n_train or len(train), seed=seed,
                 epochs=epochs, params=count_parameters(model), test_acc=ev["acc"], test_nll=ev["nll"],
                 **hist.columns(), device=device_name(device), method=method, n_test=ev["n"], source=p["source"])
 
@@ -64,19 +74,21 @@ def run_small_data(p: dict, kernels: dict, vaes: dict, progress: bool = False) -
     rows = []
     plan = [(n, s, m) for n in p["sizes"] for s in range(p["seeds"]) for m in p["methods"]]
     for n, seed, method in tqdm(plan, desc="small-data runs", disable=not progress):
-        train = class_balanced_subset(pool, n // 10, seed=seed)
-        epochs, batch = epochs_for(n, p), min(p["target_batch"], n)
+        train = tiled(class_balanced_subset(pool, n // 10, seed=seed), p["round_images"])
+        epochs, batch = rounds_for(n, p), min(p["target_batch"], n)
         torch.manual_seed(seed)
         if method.startswith("L2"):
             model, step = create_model("dwp_cnn", **S.model_kw(p)), L2Step(n)
         else:
-            model, step = BayesCNN(make_priors(method, kernels, vaes), **S.model_kw(p)), VIStep(n, method)
-        config = TrainConfig.from_params(p, epochs=epochs, batch_size=batch, weight_decay=0.0, schedule="constant",
-                                         seed=seed)
+            priors = make_priors(method, kernels, vaes, p["classifier_prior"])
+            model = BayesCNN(priors, log_sigma2_init=p["log_sigma2_init"], **S.model_kw(p))
+            step = VIStep(n, method)
+        config = TrainConfig.from_params(p, epochs=epochs, batch_size=batch, weight_decay=0.0,
+                                         schedule=p["target_schedule"], seed=seed)
         hist = fit(model, train, val, config, step=step, device=device, progress=False)
         reg = [c for c in ("train_kl", "train_l2") if c in hist.frame][0]
-        rows.append(dict(**_row("small_data", method, method, model, train, test, hist, seed, epochs, device, p),
-                         steps=epochs * (n // batch), final_nll=hist.frame["train_nll"].iloc[-1],
+        rows.append(dict(**_row("small_data", method, method, model, train, test, hist, seed, epochs, device, p, n),
+                         steps=epochs * (len(train) // batch), final_nll=hist.frame["train_nll"].iloc[-1],
                          final_reg=hist.frame[reg].iloc[-1]))
     return pd.DataFrame(rows)
 
