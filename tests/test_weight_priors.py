@@ -295,7 +295,7 @@ def test_a_single_seed_prints_no_zero_spread():
 
 
 DWP_P = {"methods": ["DWP", "log-uniform", "N(0,1)", "learned Gaussian", "L2 (deterministic)"], "sizes": [50, 1000],
-         "seeds": 3, "target_steps": 3000, "inits": ["xavier", "learned filters", "DWP samples"],
+         "seeds": 3, "target_steps": 3000, "target_batch": 50, "inits": ["xavier", "learned filters", "DWP samples"],
          "init_n_per_class": 100, "init_seeds": 3}
 
 

@@ -98,6 +98,17 @@ def _calibration_reading(cal: list, gate: tuple[bool, str]) -> str:
             f"{gate[1]}. **No conclusion about the DWP is drawn from these runs.**")
 
 
+def _protocol_text(P: dict, steps: int) -> str:
+    """Where this profile's protocol differs from the authors' code (:data:`claims_audit.AUTHORS`), generated."""
+    a = _audit.AUTHORS
+    return (f"conv widths {P['width1']}/{P['width2']} (theirs {a['widths'][0]}/{a['widths'][1]}); source kernels "
+            f"from {P['n_source_nets']} nets trained on PACS sketches (theirs: {a['source']}, which `shared/data` "
+            f"does not hold); {steps:,} steps of batch {P['target_batch']} per run (theirs: "
+            f"{a['epochs_50']:,} full-batch epochs at 50 images, batch {a['batch']}); the test accuracy of the "
+            f"posterior mean (theirs: {a['eval']}); default initialisation of the posterior means (theirs: "
+            f"{a['init']}); {P['seeds']} seeds (theirs: {a['seeds']})")
+
+
 def numbers(out: Outcome, P: dict) -> dict:
     """Every number the page quotes, by glue name."""
     e = _audit.effects(out.df, P)
@@ -109,6 +120,7 @@ def numbers(out: Outcome, P: dict) -> dict:
              n_cal=len(a.calibration), n_cal_within=sum(c.within for c in a.calibration),
              cal_tol=_audit.TOLERANCE, gate=Markdown(gate[1] or "the baselines are within tolerance"),
              calibration_reading=Markdown(_calibration_reading(a.calibration, gate)),
+             protocol_txt=Markdown(_protocol_text(P, int(_audit.small_runs(out.df)["steps"].max()))),
              earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)))
     return n
 

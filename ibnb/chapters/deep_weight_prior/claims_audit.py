@@ -21,6 +21,11 @@ SOURCE = "atanov2019deep"
 PAPER = {50: {"L2 (deterministic)": 75.1, "log-uniform": 76.6, "N(0,1)": 71.7, "DWP": 80.0},
          1000: {"L2 (deterministic)": 95.4, "log-uniform": 95.8, "N(0,1)": 95.9, "DWP": 96.1}}
 TOLERANCE = 3.0  # points of test accuracy, every calibration row
+#: the authors' MNIST protocol as their released code runs it (bayesgroup/deep-weight-prior: README command,
+#: train-bnn.py, models/lenet.py, the results notebook), *quoted* for the comparison of protocols
+AUTHORS = {"widths": (32, 128), "source": "100 nets trained on notMNIST", "epochs_50": 10_000, "batch": 256,
+           "eval": "an ensemble of 10 weight samples", "seeds": 10,
+           "init": "the posterior means initialised from samples of the VAE (for the DWP and for the L2 baseline)"}
 #: the verdicts of the previous `cpu` profile (commit d09017a: 80 steps per run, 3 seeds, 8-epoch source nets)
 EARLIER = {"DWP beats the log-uniform prior with little data": "not testable at this budget",
            "DWP beats the N(0,1) prior with little data": "not testable at this budget",
@@ -82,8 +87,8 @@ def calibration(df: pd.DataFrame, p: dict) -> list[Calibration]:
             continue
         d = small[small["n_train"] == n]
         steps = int(d["steps"].max()) if len(d) else 0
-        setting = (f"ours: {steps} steps, {_seeds(p['seeds'])}; "
-                   f"theirs: trained to convergence")
+        setting = (f"ours: {steps:,} steps of batch {min(p['target_batch'], n)}, {_seeds(p['seeds'])}; "
+                   f"theirs: {AUTHORS['epochs_50']:,} full-batch epochs at 50 images, {AUTHORS['seeds']} seeds")
         for m, value in published.items():
             if m in p["methods"]:
                 rows.append(Calibration(f"{m} test accuracy, {n:,} images", group_effect(d, where={"method": m}),
