@@ -187,7 +187,7 @@ def test_gaussian_prior_kl_is_exact_and_priors_give_finite_kl():
     assert torch.isfinite(net.kl())
     assert len(dwp.make_priors("N(0,1)", {}, {})) == 2  # the authors' default: a deterministic classifier
     assert len(dwp.make_priors("N(0,1)", {}, {}, classifier_prior="N(0,1)")) == 3
-    det = BayesCNN(dwp.make_priors("N(0,1)", {}, {}), width1=2, width2=3)
+    det = dwp.TargetNet(dwp.make_priors("N(0,1)", {}, {}), width1=2, width2=3)
     assert type(det.fc) is torch.nn.Linear
     with torch.no_grad():  # the classifier's weights do not enter the KL
         before = det.kl().item()

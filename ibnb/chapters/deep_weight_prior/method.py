@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from ibnb.core.models.bayesian import BayesLayer
+from ibnb.core.models.bayesian import BayesCNN, BayesLayer
 from ibnb.core.models.kernel_vae import LOG_2PI, KernelVAE, gaussian_nll, kl_std_normal
 from ibnb.core.models.sparse_vd import kl_log_uniform, log_alpha
 from ibnb.core.train import StepOutput, autocast
@@ -124,6 +125,20 @@ def make_priors(method: str, kernels: dict, vaes: dict, classifier_prior: str = 
     if classifier_prior not in ("none", "N(0,1)"):
         raise KeyError(f"unknown classifier prior {classifier_prior!r}; use 'none' or 'N(0,1)'")
     return convs + ([GaussianPrior()] if classifier_prior == "N(0,1)" else [])
+
+
+class TargetNet(BayesCNN):
+    """The target network: a :class:`~ibnb.core.models.bayesian.BayesCNN` given the priors of
+    :func:`make_priors` -- with two priors (conv1, conv2) its classifier is a deterministic ``nn.Linear`` with no
+    prior and no KL, as in the authors' code; with three, every layer is variational."""
+
+    def __init__(self, priors, **kw):
+        priors = list(priors)
+        deterministic = len(priors) == 2
+        super().__init__(priors + [GaussianPrior()] if deterministic else priors, **kw)
+        if deterministic:
+            self.fc = nn.Linear(self.fc.weight.shape[1], self.fc.weight.shape[0])
+            self.priors = priors  # BayesCNN.kl zips the priors with (conv1, conv2, fc): the classifier drops out
 
 
 def _penalised_update(model, opt, x, y, penalty, term: str) -> StepOutput:

@@ -23,11 +23,10 @@ from tqdm.auto import tqdm
 
 from ibnb.book import results
 from ibnb.chapters.deep_weight_prior import source as S
-from ibnb.chapters.deep_weight_prior.method import L2Step, VIStep, make_priors
+from ibnb.chapters.deep_weight_prior.method import L2Step, TargetNet, VIStep, make_priors
 from ibnb.chapters.deep_weight_prior.presets import NOTEBOOK
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters, create_model
-from ibnb.core.models.bayesian import BayesCNN
 from ibnb.core.reference import splits
 from ibnb.core.train import TrainConfig, device_name, evaluate, fit
 
@@ -81,7 +80,7 @@ def run_small_data(p: dict, kernels: dict, vaes: dict, progress: bool = False) -
             model, step = create_model("dwp_cnn", **S.model_kw(p)), L2Step(n)
         else:
             priors = make_priors(method, kernels, vaes, p["classifier_prior"])
-            model = BayesCNN(priors, log_sigma2_init=p["log_sigma2_init"], **S.model_kw(p))
+            model = TargetNet(priors, log_sigma2_init=p["log_sigma2_init"], **S.model_kw(p))
             step = VIStep(n, method)
         config = TrainConfig.from_params(p, epochs=epochs, batch_size=batch, weight_decay=0.0,
                                          schedule=p["target_schedule"], seed=seed)

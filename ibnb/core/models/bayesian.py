@@ -74,20 +74,18 @@ class Prior(Protocol):
 
 class BayesCNN(nn.Module):
     """Variational twin of :func:`ibnb.core.models.lenet.dwp_cnn` (conv 7×7 → pool → conv 5×5 → pool → fc), with
-    one prior per variational layer: ``priors`` = (conv1, conv2, fc), or (conv1, conv2) with a deterministic
-    classifier (as in the DWP authors' code, whose classifier has no prior and no KL)."""
+    one prior per layer: ``priors`` = (conv1, conv2, fc)."""
 
     def __init__(self, priors: Sequence[Prior], num_classes=10, in_channels=1, image_size=28, width1=16, width2=32,
                  log_sigma2_init: float = -8.0):
         super().__init__()
-        if len(priors) not in (2, 3):
-            raise ValueError(f"BayesCNN needs 2 priors (conv1, conv2) or 3 (conv1, conv2, fc), got {len(priors)}")
+        if len(priors) != 3:
+            raise ValueError(f"BayesCNN needs 3 priors (conv1, conv2, fc), got {len(priors)}")
         k1, k2 = DWP_KERNELS
         s = pooled_size(image_size, k1, k2)
         self.conv1 = BayesConv2d(in_channels, width1, k1, log_sigma2_init)
         self.conv2 = BayesConv2d(width1, width2, k2, log_sigma2_init)
-        self.fc = (BayesLinear(width2 * s * s, num_classes, log_sigma2_init) if len(priors) == 3
-                   else nn.Linear(width2 * s * s, num_classes))
+        self.fc = BayesLinear(width2 * s * s, num_classes, log_sigma2_init)
         self.priors = list(priors)
 
     def forward(self, x):
@@ -97,4 +95,4 @@ class BayesCNN(nn.Module):
 
     def kl(self) -> torch.Tensor:
         """Sum over the layers of KL(q ‖ prior) (or the prior's bound on it)."""
-        return sum(p.kl(m) for p, m in zip(self.priors, (self.conv1, self.conv2, self.fc)))  # zip stops at 2
+        return sum(p.kl(m) for p, m in zip(self.priors, (self.conv1, self.conv2, self.fc)))
