@@ -4,6 +4,7 @@ compression counting, the masked network, the auxiliary KL bound, the train step
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -82,6 +83,24 @@ def test_compression_on_a_hand_made_mask():
     rep = svd.sparsity_report(torch.nn.Sequential(layer))
     assert rep["kept"] == 5 and rep["weights"] == 8 and rep["compression"] == pytest.approx(8 / 5)
     assert rep["sparsity"] == [pytest.approx(37.5)]
+
+
+def test_compression_growth_over_the_last_tenth_of_the_epochs():
+    from ibnb.chapters.sparse_vd.sweep import compression_growth
+    model = torch.nn.Sequential(svd.LinearSVDO(4, 2), svd.LinearSVDO(2, 2))  # 8 + 4 weights
+
+    def frame(kept_pct):  # the same sparsity in both layers, so the overall kept share is kept_pct
+        sparsity = [1 - k / 100 for k in kept_pct]  # logged as a fraction per layer
+        return pd.DataFrame({"train_sp0": sparsity, "train_sp1": sparsity})
+
+    ten = [50, 40, 30, 20, 10, 8, 6, 5, 4.5, 4.0]
+    assert compression_growth(frame(ten), model) == pytest.approx(100 * (4.5 / 4.0 - 1))  # 1 epoch back
+    assert compression_growth(frame([10.0] * 20), model) == 0.0
+    assert math.isnan(compression_growth(frame([10.0]), model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 warning on a network that lost every weight
+        assert compression_growth(frame([5, 3, 1, 0, 0]), model) == 0.0
+        assert compression_growth(frame([5, 3, 1, 1, 0]), model) == float("inf")
 
 
 def test_masked_dense_copy_gives_the_same_outputs_and_models_build():

@@ -141,9 +141,13 @@ def overall_sparsity(frame: pd.DataFrame, model: nn.Module) -> pd.Series:
 def compression_growth(frame: pd.DataFrame, model: nn.Module, tail: float = 0.1) -> float:
     """Growth (%) of the training-time compression over the last ``tail`` of the epochs (at least one epoch):
     kept share ``tail`` of the epochs before the end over the kept share at the end, minus 1. NaN for a
-    one-epoch run."""
+    one-epoch run; 0 when nothing was kept at either point (compression stayed infinite), inf when the last
+    weights went in the tail."""
     kept = 100 - overall_sparsity(frame, model)
     back = max(1, round(tail * len(kept)))
     if len(kept) <= back:
         return float("nan")
-    return float(100 * (kept.iloc[-1 - back] / kept.iloc[-1] - 1))
+    before, end = float(kept.iloc[-1 - back]), float(kept.iloc[-1])
+    if end == 0:
+        return 0.0 if before == 0 else float("inf")
+    return 100 * (before / end - 1)
