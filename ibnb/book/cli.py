@@ -1,4 +1,4 @@
-"""``python -m ibnb``: the command line of the runner (run, mark-stale, build)."""
+"""``python -m ibnb``: the command line of the runner (run, run --dry-run, run --estimate, mark-stale, build)."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Execute the ibnb notebooks, mark stale pages and build the Jupyter Book.",
         epilog="Examples:\n  python -m ibnb run 01_architectures --profile smoke\n"
                "  python -m ibnb run -p epochs 50 --profile gpu --force\n"
+               "  python -m ibnb run 08_vit_sam --profile gpu --dry-run   # every gpu run, two steps each\n"
+               "  python -m ibnb run --profile gpu --estimate            # runs x FLOPs -> GPU-hours\n"
+               "  python -m ibnb run 01_architectures --profile gpu --executor slurm --partition gpu\n"
                "  python -m ibnb build            # run (cpu) + mark-stale + jupyter-book build",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repo", type=Path, default=None, help="repository root (default: the one holding ibnb)")
@@ -67,6 +70,22 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                    help="stems or paths, e.g. 01_architectures (default: all notebooks/*.ipynb, sorted)")
     add_run_options(r)
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="build every model of the profile at full size and train each planned run for two steps "
+                           "on a few images (volume knobs from smoke); writes nothing (ibnb.book.dryrun)")
+    mode.add_argument("--estimate", action="store_true",
+                      help="count the profile's training runs and their FLOPs, print the hours they imply and record "
+                           "them in book/results/cost_estimates.csv (ibnb.book.cost)")
+    c = r.add_argument_group("sweeps on a cluster (ibnb.book.cluster; IBNB_RUNS must be on a shared file system)")
+    c.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: train in the notebook (default); slurm: the notebook's training runs as a submitit "
+                        "job array, then the notebook; submitit-local: the same through submitit's local executor")
+    c.add_argument("--partition", default=None, help="Slurm partition of the job array")
+    c.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per training job (default: %(default)s)")
+    c.add_argument("--max-parallel", type=int, default=16, help="jobs of the array running at once (default: %(default)s)")
+    c.add_argument("--job-timeout-min", type=int, default=720, help="time limit of one job (default: %(default)s)")
+    c.add_argument("--retries", type=int, default=1, help="resubmissions of a failed job (default: %(default)s)")
     sub.add_parser("mark-stale", help="add/remove the stale warning on book/experiments/*.ipynb",
                    description="Flag executed pages whose code or source notebook changed since execution.")
     b = sub.add_parser("build", help="run (cpu) + mark-stale + jupyter-book build -W -n --keep-going",
@@ -104,6 +123,24 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         overrides = {name: parse_value(value) for name, value in args.param}
         profile = overrides.pop("profile", args.profile)
+        if args.command == "run" and args.dry_run:
+            from ibnb.book.dryrun import dry_run_notebooks
+
+            dry_run_notebooks(args.notebooks, profile=profile, overrides=overrides, paths=paths)
+            return 0
+        if args.command == "run" and args.estimate:
+            from ibnb.book.cost import estimate_notebooks
+
+            estimate_notebooks(args.notebooks, profile=profile, overrides=overrides, paths=paths)
+            return 0
+        if args.command == "run" and args.executor != "local":
+            from ibnb.book.cluster import run_on_cluster
+
+            run_on_cluster(args.notebooks, profile=profile, overrides=overrides, paths=paths,
+                           executor="local" if args.executor == "submitit-local" else "slurm",
+                           partition=args.partition, gpus_per_job=args.gpus_per_job, max_parallel=args.max_parallel,
+                           timeout_min=args.job_timeout_min, retries=args.retries)
+            return 0
         if args.command == "run":
             run_notebooks(args.notebooks, profile=profile, overrides=overrides, force=args.force,
                           paths=paths, progress=not args.no_progress)
