@@ -147,7 +147,7 @@ def cost_frame(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[s
         measured = timings[(timings["notebook"] == stem) & (timings["profile"] == "cpu")]
         if len(cpu):
             f = float(cpu["train_flops"].iloc[0])
-            row.update({"cpu runs": int(cpu["runs"].iloc[0]), "cpu PFLOP": f / 1e15,
+            row.update({"cpu runs": int(cpu["runs"].iloc[0]), "cpu TFLOP": f / 1e12,
                         "cpu est. (min)": hours(f, CPU_RATE) * 60})
             if len(measured):
                 wall = float(measured["wall_s"].iloc[0]) / 60
@@ -155,15 +155,19 @@ def cost_frame(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[s
         if len(gpu):
             f = float(gpu["train_flops"].iloc[0])
             row.update({"gpu runs": int(gpu["runs"].iloc[0]), "gpu PFLOP": f / 1e15,
-                        "H100-h (est.)": hours(f, GPU_PEAK * GPU_UTIL)})
+                        "H100-h (est.)": hours(f, GPU_PEAK * GPU_UTIL), "H100 (s, est.)": f / (GPU_PEAK * GPU_UTIL)})
         rows.append(row)
-    cols = ["notebook", "cpu runs", "cpu PFLOP", "cpu est. (min)", "cpu measured (min)", "measured / est.",
-            "gpu runs", "gpu PFLOP", "H100-h (est.)"]
-    return pd.DataFrame(rows, columns=cols)
+    cols = ["notebook", "cpu runs", "cpu TFLOP", "cpu est. (min)", "cpu measured (min)", "measured / est.",
+            "gpu runs", "gpu PFLOP", "H100-h (est.)", "H100 (s, est.)"]
+    frame = pd.DataFrame(rows, columns=cols)
+    for col in ("cpu runs", "gpu runs"):  # whole numbers, with "—" (None) where a profile has no estimate
+        frame[col] = pd.Series([int(v) if pd.notna(v) else None for v in frame[col]], dtype=object)
+    return frame
 
 
 def cost_table(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]) -> Table:
-    return table(cost_frame(estimates, timings, notebooks))
+    """The reproduce page's table (the hours column is left to the sentence; seconds read better per chapter)."""
+    return table(cost_frame(estimates, timings, notebooks).drop(columns=["H100-h (est.)"]))
 
 
 def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]) -> dict:
