@@ -25,14 +25,12 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import nbformat
 
-from ibnb.book.guard import KernelStderr, RunnerError
+from ibnb.book.guard import RunnerError
 
 JOBS_VAR = "IBNB_CLUSTER_JOBS"
 INSTALL_CELL = "import ibnb.book.cluster as _ibnb_cluster\n_ibnb_cluster.install_planner()  # see ibnb.book.cluster"
@@ -95,30 +93,11 @@ def describe_spec(spec_path: Path) -> str:
 # ----------------------------------------------------------------------------- the runner side
 def plan(src: Path, params: dict[str, Any], jobs_dir: Path, *, cwd: Path, kernel: str = "python3") -> list[Path]:
     """Execute a temporary copy of ``src`` with the planner installed; the job specs of the runs the cache lacks."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    from ibnb.book.dryrun import execute_copy
 
-    nb = nbformat.read(src, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(INSTALL_CELL))
-    tmp = Path(tempfile.mkdtemp(prefix=f"ibnb-plan-{src.stem}-"))
-    env = {JOBS_VAR: str(jobs_dir), "IBNB_RESULTS": str(tmp / "results"),
-           "IBNB_PROVENANCE_FILE": str(tmp / "provenance.json"), "IBNB_OPERATOR_LOG": str(tmp / "operator.log")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    redirect = KernelStderr(tmp / "kernel-stderr.log")
-    try:
-        nbformat.write(nb, tmp / src.name)
-        try:
-            papermill.execute_notebook(str(tmp / src.name), str(tmp / "out.ipynb"), parameters=params,
-                                       kernel_name=kernel, cwd=str(cwd), progress_bar=False)
-        except PapermillExecutionError as err:
-            raise RunnerError(f"{src.stem}: planning the sweep failed in cell {err.exec_count}: "
-                              f"{err.ename}: {err.evalue}") from None
-    finally:
-        redirect.restore()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        shutil.rmtree(tmp, ignore_errors=True)
+    env = {JOBS_VAR: str(jobs_dir), "IBNB_RESULTS": "{tmp}/results", "IBNB_PROVENANCE_FILE": "{tmp}/provenance.json",
+           "IBNB_OPERATOR_LOG": "{tmp}/operator.log"}
+    execute_copy(src, params, INSTALL_CELL, env=env, cwd=cwd, what="planning the sweep", kernel=kernel)
     return sorted(jobs_dir.glob("*.pt"))
 
 

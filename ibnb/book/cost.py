@@ -175,9 +175,11 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
     (the chapters that have both) and of the ``gpu`` estimate."""
     from ibnb.book.page import Markdown
 
+    rates = {"cost_cpu_rate": Markdown(f"{CPU_RATE / 1e9:.0f}"), "cost_gpu_util": Markdown(f"{GPU_UTIL:.0%}"),
+             "cost_gpu_peak": Markdown(f"{GPU_PEAK / 1e12:.0f}")}
     frame = cost_frame(estimates, timings, notebooks)
     if frame.empty:
-        return {"cost_sentence": Markdown("No estimate is recorded yet: `python -m ibnb run --profile cpu --estimate` "
+        return {**rates, "cost_sentence": Markdown("No estimate is recorded yet: `python -m ibnb run --profile cpu --estimate` "
                                           "and `--profile gpu --estimate` write them.")}
     both = frame.dropna(subset=["cpu est. (min)", "cpu measured (min)"])
     parts = []
@@ -199,4 +201,4 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
             names = ", ".join(f"`{s}`" for s in lacking)
             parts.append(f"No `{prof}` estimate is recorded yet for {names}: `python -m ibnb run NOTEBOOK --profile "
                          f"{prof} --estimate` writes one, and an estimate that fails names its cause.")
-    return {"cost_sentence": Markdown(" ".join(parts))}
+    return {**rates, "cost_sentence": Markdown(" ".join(parts))}

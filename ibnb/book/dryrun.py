@@ -269,44 +269,35 @@ INSTALL_CELL = "import ibnb.book.dryrun as _ibnb_dry_run\n_ibnb_dry_run.install(
 
 
 # ----------------------------------------------------------------------------- the runner side
-def dry_run_notebook(src: Path, *, profile: str = "gpu", overrides: dict[str, Any] | None = None, cwd: Path,
-                     kernel: str = "python3", progress: bool = False, swap: set[str] | None = None) -> DryRun:
-    """Execute ``src`` as a dry run at ``profile`` in a temporary folder that is deleted afterwards; raise
-    :class:`RunnerError` naming the failing cell (and, from inside it, the run) when a planned run cannot run.
-    ``swap``: the knobs taken from ``smoke`` (default: the volume knobs; see :func:`dry_params`)."""
+def execute_copy(src: Path, params: dict[str, Any], install_cell: str, *, env: dict[str, str], cwd: Path, what: str,
+                 kernel: str = "python3", progress: bool = False, collect=None):
+    """Execute a temporary copy of ``src`` with ``install_cell`` first and ``env`` set (``{tmp}`` in a value is the
+    temporary folder), the kernel's stderr kept off the terminal; return ``collect(tmp)`` (None without it) before
+    the folder is deleted. A failing cell or a dead kernel raises :class:`RunnerError` naming ``what``."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from ibnb.book.runner import check_params
-
-    stem = src.stem
-    params = dry_params(stem, profile, overrides, swap)
-    check_params(src, params)
     nb = nbformat.read(src, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(INSTALL_CELL))
-    tmp = Path(tempfile.mkdtemp(prefix=f"ibnb-dry-{stem}-"))
-    env = {LOG_VAR: str(tmp / "runs.jsonl"), "IBNB_RUNS": str(tmp / "runs"), "IBNB_RESULTS": str(tmp / "results"),
-           "IBNB_PROVENANCE_FILE": str(tmp / "provenance.json"), "IBNB_OPERATOR_LOG": str(tmp / "operator.log")}
+    nb.cells.insert(0, nbformat.v4.new_code_cell(install_cell))
+    tmp = Path(tempfile.mkdtemp(prefix=f"ibnb-copy-{src.stem}-"))
+    env = {k: v.format(tmp=tmp) for k, v in env.items()}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    redirect = KernelStderr(tmp / "kernel-stderr.log")  # the kernel's chatter stays off the terminal
-    t0 = time.perf_counter()
+    redirect = KernelStderr(tmp / "kernel-stderr.log")
+    given = f"\n  Parameters: {json.dumps(params, default=str)}"
     try:
-        nbformat.write(nb, tmp / f"{stem}.ipynb")
+        nbformat.write(nb, tmp / src.name)
         try:
-            papermill.execute_notebook(str(tmp / f"{stem}.ipynb"), str(tmp / "out.ipynb"), parameters=params,
+            papermill.execute_notebook(str(tmp / src.name), str(tmp / "out.ipynb"), parameters=params,
                                        kernel_name=kernel, cwd=str(cwd), progress_bar=progress)
         except PapermillExecutionError as err:
-            raise RunnerError(f"{stem}: the {profile} dry run failed in cell {err.exec_count} "
-                              f"({err.source.strip().splitlines()[0][:70]!r}): {err.ename}: {err.evalue}\n"
-                              f"  Dry-run parameters: {json.dumps(params, default=str)}") from None
+            first = err.source.strip().splitlines()[0][:70]
+            raise RunnerError(f"{src.stem}: {what} failed in cell {err.exec_count} ({first!r}): "
+                              f"{err.ename}: {err.evalue}{given}") from None
         except Exception as err:  # the kernel died (out of memory, most often) or could not start
-            raise RunnerError(f"{stem}: the {profile} dry run stopped: {type(err).__name__}: {err} (a kernel that "
-                              "dies has most often run out of memory)\n"
-                              f"  Dry-run parameters: {json.dumps(params, default=str)}") from None
-        log = tmp / "runs.jsonl"
-        runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        return DryRun(stem, profile, runs, time.perf_counter() - t0, params)
+            raise RunnerError(f"{src.stem}: {what} stopped: {type(err).__name__}: {err} (a kernel that dies has "
+                              f"most often run out of memory){given}") from None
+        return collect(tmp) if collect is not None else None
     finally:
         redirect.restore()
         for k, v in saved.items():
@@ -315,6 +306,28 @@ def dry_run_notebook(src: Path, *, profile: str = "gpu", overrides: dict[str, An
             else:
                 os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_log(tmp: Path) -> list[dict]:
+    log = tmp / "runs.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def dry_run_notebook(src: Path, *, profile: str = "gpu", overrides: dict[str, Any] | None = None, cwd: Path,
+                     kernel: str = "python3", progress: bool = False, swap: set[str] | None = None) -> DryRun:
+    """Execute ``src`` as a dry run at ``profile`` in a temporary folder that is deleted afterwards; raise
+    :class:`RunnerError` naming the failing cell (and, from inside it, the run) when a planned run cannot run.
+    ``swap``: the knobs taken from ``smoke`` (default: the volume knobs; see :func:`dry_params`)."""
+    from ibnb.book.runner import check_params
+
+    params = dry_params(src.stem, profile, overrides, swap)
+    check_params(src, params)
+    env = {LOG_VAR: "{tmp}/runs.jsonl", "IBNB_RUNS": "{tmp}/runs", "IBNB_RESULTS": "{tmp}/results",
+           "IBNB_PROVENANCE_FILE": "{tmp}/provenance.json", "IBNB_OPERATOR_LOG": "{tmp}/operator.log"}
+    t0 = time.perf_counter()
+    runs = execute_copy(src, params, INSTALL_CELL, env=env, cwd=cwd, what=f"the {profile} dry run", kernel=kernel,
+                        progress=progress, collect=_read_log)
+    return DryRun(src.stem, profile, runs, time.perf_counter() - t0, params)
 
 
 def dry_run_notebooks(names: Sequence[str], *, profile: str = "gpu", overrides: dict[str, Any] | None = None,
