@@ -137,3 +137,56 @@ def test_estimate_counts_the_profile_volume_not_the_two_steps_it_trains(tmp_path
     # a LeNet-300-100 update costs ~3 × 266,200 multiply-adds × 2 FLOPs per image; 2 epochs of 300 images at smoke
     dense = 2 * 3 * 266_200 * smoke["epochs"]["lenet300_100"] * 10 * smoke["n_per_class"]
     assert row["largest_run_flops"] >= 0.9 * dense
+
+
+def test_the_estimate_scales_a_validation_split_it_took_from_smoke_back_to_the_profile():
+    presets = _presets_of(_module("04_test_time_augmentation"), "04_test_time_augmentation")
+    assert dryrun.VAL_KNOB["04_test_time_augmentation"] in dryrun.estimate_swap("04_test_time_augmentation")
+    ran = {"val_per_class": presets["smoke"]["val_per_class"]}
+    (scaled,) = cost.scale_validation("04_test_time_augmentation", "gpu", [_rec(n_val=10 * ran["val_per_class"])], ran)
+    assert scaled["n_val"] == 10 * presets["gpu"]["val_per_class"]
+    (given,) = cost.scale_validation("04_test_time_augmentation", "gpu", [_rec(n_val=40)], {"val_per_class": 4},
+                                     {"val_per_class": 4})  # a -p value is what the profile is meant to be
+    assert given["n_val"] == 40
+    assert cost.scale_validation("05_sparse_vd", "gpu", [_rec(n_val=7)], {})[0]["n_val"] == 7
+    # the sweep planner never takes these from smoke: they change the runs' cache keys
+    assert not dryrun.UNCOUNTED["04_test_time_augmentation"] & dryrun.EVAL_ONLY["04_test_time_augmentation"]
+
+
+@pytest.mark.parametrize("flag, says", [("--dry-run", "nothing was written"), ("--estimate", "cost_estimates.csv"),
+                                        ("--executor=submitit-local", "run cache"), (None, "nothing was being")])
+def test_an_interruption_says_what_it_left_for_the_command_it_stopped(flag, says):
+    from ibnb.book.cli import _interrupted_what, make_parser
+
+    args = make_parser().parse_args(["run", "05_sparse_vd"] + ([flag] if flag else []))
+    assert says in _interrupted_what(args)
+
+
+def test_chapter_02_keeps_only_the_networks_its_probe_section_reads():
+    from ibnb.chapters.mlp_scaling.sweep import Lab, run_epochs
+
+    lab = Lab.__new__(Lab)
+    lab.p, lab.K = _presets_of(_module("02_mlp_scaling"), "02_mlp_scaling")["smoke"], 10
+    p, n = lab.p, lab.p["ladder_n_per_class"]
+    probed = dict(kw=p["model_kw"]["cnn"], n_per_class=n, augment=p["probe_augment"],
+                  epochs=run_epochs(10 * n, p), batch_size=p["batch_size"], lr=p["lr"])
+    assert lab._probed("cnn", **probed)
+    assert not lab._probed("cnn", **{**probed, "batch_size": 2 * p["batch_size"]})  # the batch section's run
+    assert not lab._probed("bmlp", **{**probed, "kw": {"width": 3, "depth": 1}})  # a scaling-grid network
+
+
+def test_an_estimate_extracts_the_features_of_a_large_set_from_its_first_images_only():
+    seen = []
+
+    def real(encoder, data, **kw):
+        seen.append(len(data))
+        return data.x.flatten(1).float()[:, :3]
+
+    x = torch.arange(40 * 3, dtype=torch.uint8).reshape(40, 3, 1, 1)
+    data = ImageData(x=x, y=torch.arange(40) % 10, classes=[str(c) for c in range(10)], name="toy",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    stand_in = dryrun.make_estimate_features(real, max_images=20)
+    assert stand_in(None, data.subset(torch.arange(20))).shape == (20, 3) and seen == [20]  # small: in full
+    big = stand_in(None, data)
+    assert big.shape == (40, 3) and seen[-1] == dryrun.MAX_IMAGES
+    assert torch.equal(big[dryrun.MAX_IMAGES], big[0])

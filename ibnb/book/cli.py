@@ -163,5 +163,18 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: nothing was being executed; every file was left as it was", file=sys.stderr)
+        print(f"interrupted: {_interrupted_what(args)}", file=sys.stderr)
         return 130
+
+
+def _interrupted_what(args: argparse.Namespace) -> str:
+    """What an interruption outside a notebook run leaves behind, per command."""
+    if args.command == "run" and args.dry_run:
+        return "the dry run stopped; its temporary folder was removed and nothing was written"
+    if args.command == "run" and args.estimate:
+        return ("the estimate stopped; the notebooks estimated before it are recorded in "
+                "book/results/cost_estimates.csv, nothing else was written")
+    if args.command == "run" and args.executor != "local":
+        return ("the sweep stopped; the runs its jobs finished are in the run cache (IBNB_RUNS) and are reused by "
+                "the next sweep; no page was executed")
+    return "nothing was being executed; every file was left as it was"

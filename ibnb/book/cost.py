@@ -4,7 +4,10 @@ that implies (``python -m ibnb run NOTEBOOK --profile gpu --estimate``).
 The estimate executes the notebook the way the dry run does (:mod:`ibnb.book.dryrun`: a temporary copy, every
 training run for two steps on a few images, nothing written), but at the profile's own volume: only the knobs
 that change evaluation work alone (:data:`ibnb.book.dryrun.EVAL_ONLY`: test images, TTA views, policy pools,
-benchmark steps) take ``smoke``'s values. So every training run the profile would make is built at its real size
+benchmark steps) and the uncounted work (:data:`ibnb.book.dryrun.UNCOUNTED`: chapter 06's kernel VAE, chapter
+04's MeTTA probe split and validation split, whose per-epoch passes are scaled back to the profile's size) take
+``smoke``'s values, and the frozen features of any set of more than 2,048 images are the features of its first
+16, repeated (:func:`ibnb.book.dryrun.make_estimate_features`). So every training run the profile would make is built at its real size
 and counted:
 
 * **training FLOPs per image** are counted by ``torch.utils.flop_counter`` over two real updates of the run
@@ -47,6 +50,21 @@ def run_flops(rec: dict) -> float:
     validation forward passes of every epoch."""
     return (rec["train_flops_per_image"] * rec["images_seen"]
             + (rec["forward_flops"] or 0.0) * rec["n_val"] * rec["epochs"])
+
+
+def scale_validation(stem: str, profile: str, runs: list[dict], ran_with: dict, overrides: dict | None = None
+                     ) -> list[dict]:
+    """The records with each run's validation images scaled back to the profile's split where the estimate took
+    the split's size from ``smoke`` (:data:`ibnb.book.dryrun.VAL_KNOB`): × (intended value / value it ran with)."""
+    from ibnb.book.dryrun import VAL_KNOB
+    from ibnb.book.profiles import _module, _presets_of
+
+    knob = VAL_KNOB.get(stem)
+    if knob is None:
+        return runs
+    intended = (overrides or {}).get(knob, _presets_of(_module(stem), stem)[profile][knob])
+    factor = intended / ran_with[knob]
+    return [{**r, "n_val": r["n_val"] * factor} for r in runs]
 
 
 def summarise(stem: str, profile: str, runs: list[dict], commit: str = "", overrides: dict | None = None) -> dict:
@@ -114,13 +132,14 @@ def estimate_notebooks(names: Sequence[str], *, profile: str, overrides: dict[st
             print(f"{src.stem}: estimating {profile} ...", flush=True)
         try:
             dry = dryrun.dry_run_notebook(src, profile=profile, overrides=overrides, cwd=paths.repo,
-                                          swap=dryrun.EVAL_ONLY[src.stem])
+                                          swap=dryrun.estimate_swap(src.stem), estimate=True)
         except RunnerError as err:  # reported, and the next notebook is estimated
             failed.append(str(err))
             if echo:
                 print(f"error: {err}", file=sys.stderr, flush=True)
             continue
-        rows.append(summarise(src.stem, profile, dry.runs, git_commit(paths.repo), overrides))
+        runs = scale_validation(src.stem, profile, dry.runs, dry.params, overrides)
+        rows.append(summarise(src.stem, profile, runs, git_commit(paths.repo), overrides))
         if echo:
             print(line(rows[-1]), flush=True)
         if save:  # each notebook as soon as it is counted: an interruption keeps the finished ones

@@ -120,6 +120,26 @@ EVAL_ONLY: dict[str, set[str]] = {
 }
 
 
+#: per notebook: further volume knobs the cost estimate (and only it) takes from ``smoke``: work it does not count
+#: (chapter 06's kernel VAE, a small MLP trained in its own loop; MeTTA's linear probes on the probe split) or
+#: whose count it rescales (chapter 04's validation split, :data:`VAL_KNOB`). Evaluating 45,000-image ensembles
+#: on thousands of augmented views is hours of CPU even when every member trained two steps; the counted
+#: training runs are the same. Not for the sweep planner (:mod:`ibnb.book.cluster`): a smaller validation
+#: split changes the runs' cache keys.
+UNCOUNTED: dict[str, set[str]] = {
+    "04_test_time_augmentation": {"probe_per_class", "val_per_class"},
+    "06_deep_weight_prior": {"vae_steps"},
+}
+#: per notebook: the knob that sizes the per-epoch validation set of its training runs, where :data:`UNCOUNTED`
+#: takes it from ``smoke``: the estimate scales each run's validation images by (profile's value / smoke's)
+VAL_KNOB: dict[str, str] = {"04_test_time_augmentation": "val_per_class"}
+
+
+def estimate_swap(stem: str) -> set[str]:
+    """The knobs a cost estimate of ``stem`` takes from ``smoke``: :data:`EVAL_ONLY` and :data:`UNCOUNTED`."""
+    return EVAL_ONLY[stem] | UNCOUNTED.get(stem, set())
+
+
 #: per notebook: volume knobs a dry run must raise above ``smoke`` so the profile's own batch size stays valid
 #: (``(params) -> {knob: value}``, applied after the swap and before the caller's overrides)
 AT_LEAST: dict[str, Any] = {
@@ -262,7 +282,34 @@ def install(log: str | os.PathLike | None = None, max_images: int = MAX_IMAGES):
                               f"{type(e).__name__}: {e}") from e
 
     fit = make_dry_fit(train_mod.fit, Path(log or os.environ[LOG_VAR]), max_images)
-    return swap_in([(train_mod, "fit", fit), (models_mod, "create_model", create_model)])
+    swaps = [(train_mod, "fit", fit), (models_mod, "create_model", create_model)]
+    if os.environ.get(ESTIMATE_VAR) == "1":
+        import ibnb.core.metrics as metrics_mod
+
+        swaps.append((metrics_mod, "extract_features", make_estimate_features(metrics_mod.extract_features)))
+    return swap_in(swaps)
+
+
+#: set to ``1`` by the cost estimate: evaluation features of large sets are then stand-ins (:func:`make_estimate_features`)
+ESTIMATE_VAR = "IBNB_DRY_RUN_ESTIMATE"
+#: a cost estimate computes the frozen features of a set this large or smaller in full
+ESTIMATE_FEATURES_MAX = 2048
+
+
+def make_estimate_features(real_extract, max_images: int = ESTIMATE_FEATURES_MAX):
+    """A stand-in for :func:`ibnb.core.metrics.extract_features` in a cost estimate: a set of more than
+    ``max_images`` images gets the real features of its first :data:`MAX_IMAGES`, repeated to the set's length
+    (the shape every probe downstream expects). Chapter 07 extracts the features of its 50,000-image pretraining
+    set for every encoder at ``gpu``: an hour of CPU for evaluation the estimate does not count."""
+    import torch
+
+    def extract_features(encoder, data, **kw):
+        if len(data) <= max_images:
+            return real_extract(encoder, data, **kw)
+        head = real_extract(encoder, data.subset(torch.arange(MAX_IMAGES)), **kw)
+        return head.repeat((len(data) + MAX_IMAGES - 1) // MAX_IMAGES, 1)[:len(data)]
+
+    return extract_features
 
 
 INSTALL_CELL = "import ibnb.book.dryrun as _ibnb_dry_run\n_ibnb_dry_run.install()  # dry run: see ibnb.book.dryrun"
@@ -314,16 +361,19 @@ def _read_log(tmp: Path) -> list[dict]:
 
 
 def dry_run_notebook(src: Path, *, profile: str = "gpu", overrides: dict[str, Any] | None = None, cwd: Path,
-                     kernel: str = "python3", progress: bool = False, swap: set[str] | None = None) -> DryRun:
+                     kernel: str = "python3", progress: bool = False, swap: set[str] | None = None,
+                     estimate: bool = False) -> DryRun:
     """Execute ``src`` as a dry run at ``profile`` in a temporary folder that is deleted afterwards; raise
     :class:`RunnerError` naming the failing cell (and, from inside it, the run) when a planned run cannot run.
-    ``swap``: the knobs taken from ``smoke`` (default: the volume knobs; see :func:`dry_params`)."""
+    ``swap``: the knobs taken from ``smoke`` (default: the volume knobs; see :func:`dry_params`); ``estimate``:
+    for the cost estimate (large evaluation feature sets are stand-ins, :func:`make_estimate_features`)."""
     from ibnb.book.runner import check_params
 
     params = dry_params(src.stem, profile, overrides, swap)
     check_params(src, params)
     env = {LOG_VAR: "{tmp}/runs.jsonl", "IBNB_RUNS": "{tmp}/runs", "IBNB_RESULTS": "{tmp}/results",
-           "IBNB_PROVENANCE_FILE": "{tmp}/provenance.json", "IBNB_OPERATOR_LOG": "{tmp}/operator.log"}
+           "IBNB_PROVENANCE_FILE": "{tmp}/provenance.json", "IBNB_OPERATOR_LOG": "{tmp}/operator.log",
+           ESTIMATE_VAR: "1" if estimate else "0"}
     t0 = time.perf_counter()
     runs = execute_copy(src, params, INSTALL_CELL, env=env, cwd=cwd, what=f"the {profile} dry run", kernel=kernel,
                         progress=progress, collect=_read_log)

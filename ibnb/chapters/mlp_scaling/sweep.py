@@ -79,9 +79,20 @@ class Lab:
                    test_error=1 - ev["acc"], n_test=ev["n"], cached=cached,
                    final_train_acc=float(hist.frame["train_acc"].iloc[-1]),
                    final_val_acc=float(hist.frame["val_acc"].iloc[-1]))
-        out = {"model": net, "history": hist.frame, "row": row}
+        # the memo keeps a trained network only where the probe section will ask for it: at the gpu sizes the
+        # scaling grid alone holds tens of GB of networks that nothing reads again
+        keep = self._probed(model, kw, n_per_class, augment, epochs, batch_size, lr)
+        out = {"model": net if keep else None, "history": hist.frame, "row": row}
         self.memo[key] = out
         return out
+
+    def _probed(self, model: str, kw: dict, n_per_class: int, augment: str, epochs: int, batch_size: int,
+                lr: float) -> bool:
+        """Whether :meth:`probe` asks for this run (its network is then kept in the memo)."""
+        p = self.p
+        return (model in p["probe_models"] and kw == p["model_kw"][model] and n_per_class == p["ladder_n_per_class"]
+                and augment == p["probe_augment"] and epochs == run_epochs(self.K * n_per_class, p)
+                and batch_size == p["batch_size"] and lr == p["lr"])
 
     def _bar(self, items, desc):
         return tqdm(items, desc=desc, disable=not self.progress)
