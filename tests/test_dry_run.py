@@ -190,3 +190,13 @@ def test_an_estimate_extracts_the_features_of_a_large_set_from_its_first_images_
     big = stand_in(None, data)
     assert big.shape == (40, 3) and seen[-1] == dryrun.MAX_IMAGES
     assert torch.equal(big[dryrun.MAX_IMAGES], big[0])
+
+
+def test_the_frontier_figure_takes_seeds_with_equal_accuracies():
+    from ibnb.chapters.cpu_training.figures import frontier_figure
+
+    acc = 0.7  # the mean of three equal values rounds below their minimum
+    df = pd.DataFrame([{"experiment": "frontier", "recipe": "r", "epochs": 1, "train_min": 1.0, "test_acc": acc,
+                        "tta_acc": acc, "seed": s} for s in range(3)])
+    assert df.groupby("epochs")["test_acc"].mean().iloc[0] < acc  # the case matplotlib rejected
+    frontier_figure(df)  # a negative error bar raised ValueError

@@ -29,7 +29,9 @@ def frontier_figure(df: pd.DataFrame):
     for ax, col, title in zip(axes, ("test_acc", "tta_acc"), ("single view", "with test-time flips")):
         for recipe, g in d.groupby("recipe"):
             s = g.groupby("epochs").agg(m=("train_min", "mean"), a=(col, "mean"), lo=(col, "min"), hi=(col, "max"))
-            ax.errorbar(s["m"], 100 * s["a"], yerr=[100 * (s["a"] - s["lo"]), 100 * (s["hi"] - s["a"])],
+            # clipped at 0: the mean of equal accuracies can round below their minimum (or above their maximum)
+            below, above = (s["a"] - s["lo"]).clip(lower=0), (s["hi"] - s["a"]).clip(lower=0)
+            ax.errorbar(s["m"], 100 * s["a"], yerr=[100 * below, 100 * above],
                         marker="o", capsize=3, label=recipe)
         ax.set(xlabel="training time (min)", ylabel="test accuracy (%)", title=title)
         ax.legend()
