@@ -200,3 +200,10 @@ def test_the_frontier_figure_takes_seeds_with_equal_accuracies():
                         "tta_acc": acc, "seed": s} for s in range(3)])
     assert df.groupby("epochs")["test_acc"].mean().iloc[0] < acc  # the case matplotlib rejected
     frontier_figure(df)  # a negative error bar raised ValueError
+
+
+def test_the_cost_sentence_writes_large_totals_without_an_exponent():
+    est = pd.DataFrame([cost.summarise("05_sparse_vd", "gpu", [_rec(per_image=1.3e15, seen=1000, fwd=0)])])
+    sentence = cost.numbers(est, pd.DataFrame(columns=["notebook", "profile", "wall_s"]),
+                            ["05_sparse_vd"])["cost_sentence"].text
+    assert "1,300 PFLOP" in sentence and "e+" not in sentence, sentence

@@ -103,6 +103,11 @@ def record(rows: list[dict], results_root: Path | str | None = None) -> Path:
     return atomic_write(estimates_path(results_root), df[COLUMNS].to_csv(index=False))
 
 
+def _sig(x: float) -> str:
+    """Three significant digits without an exponent: 1,264, 72.3, 0.0508."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def hours(flops: float, rate: float) -> float:
     return flops / rate / 3600
 
@@ -210,7 +215,7 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
                      f"{wall / est:.1f} in all, {ratios.min():.1f} to {ratios.max():.1f} by chapter).")
     gpu = frame.dropna(subset=["H100-h (est.)"])
     if len(gpu):
-        parts.append(f"The `gpu` profile of the {len(gpu)} chapters estimated needs {gpu['gpu PFLOP'].sum():,.3g} "
+        parts.append(f"The `gpu` profile of the {len(gpu)} chapters estimated needs {_sig(gpu['gpu PFLOP'].sum())} "
                      f"PFLOP of training, about {gpu['H100-h (est.)'].sum():,.1f} H100-hours at {GPU_UTIL:.0%} of the dense "
                      "bf16 peak (an estimate: no `gpu` run has been measured).")
     chapters = [s for s in notebooks if s in set(estimates["notebook"])]

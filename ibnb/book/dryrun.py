@@ -5,11 +5,11 @@ A preset that cannot run (a width that does not divide into heads, a patch size 
 dataset that is not on disk, a batch size the code cannot take) fails here, with the run it concerns named,
 before anyone pays for a GPU. What the dry run changes, and nothing else:
 
-* **Volume knobs** (:data:`VOLUME`: images per class, epochs, seeds, search trials, iteration counts, the batch of
-  a throughput benchmark) take the
-  ``smoke`` profile's values; every other knob keeps the profile's value, so models, optimisers, batch sizes,
-  grids and image sizes are the profile's own. A test checks that every knob on which ``smoke`` and ``gpu``
-  differ is classified here, as volume or as shape (:data:`SHAPE`), so a new knob cannot slip through.
+* **Volume knobs** (:data:`ibnb.book.knobs.VOLUME`: images per class, epochs, seeds, search trials, iteration
+  counts, the batch of a throughput benchmark) take the ``smoke`` profile's values; every other knob keeps the
+  profile's value, so models, optimisers, batch sizes, grids and image sizes are the profile's own. A test checks
+  that every knob on which ``smoke`` and ``gpu`` differ is classified in :mod:`ibnb.book.knobs`, as volume or as
+  shape, so a new knob cannot slip through.
 * **Every training run** (every call of :func:`ibnb.core.train.fit`, which every cached run goes through) trains one
   epoch on at most :data:`MAX_IMAGES` of its real training images (two steps) and validates on as many; the model
   is built at the profile's size (its forward FLOPs per image are counted and logged).
@@ -37,50 +37,12 @@ from typing import Any, Sequence
 import nbformat
 
 from ibnb.book.guard import KernelStderr, RunnerError
+from ibnb.book.knobs import (AT_LEAST, EVAL_ONLY, SHAPE, UNCOUNTED, VAL_KNOB, VOLUME,  # noqa: F401 (re-exported)
+                             estimate_swap)
 
 #: training images (and validation images) a dry-run training run sees: two steps of at most 8
 MAX_IMAGES = 16
 LOG_VAR = "IBNB_DRY_RUN_LOG"
-
-#: per notebook: the knobs that set how much is done (images, epochs, steps, seeds, trials), taken from ``smoke``
-VOLUME: dict[str, set[str]] = {
-    "01_architectures": {"val_per_class", "n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
-                         "permute_n_per_class"},
-    "02_mlp_scaling": {"val_per_class", "ladder_n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
-                       "scaling_n_per_class", "scaling_seeds", "batch_seeds", "prior_n_per_class", "prior_epochs",
-                       "throughput_steps", "throughput_batch"},
-    "03_spatial_attention": {"n_per_class", "val_per_class", "test_per_class", "epochs", "seeds", "pacs_n_per_class",
-                             "pacs_val_per_class", "pacs_epochs", "sketch_per_class", "faith_per_class",
-                             "overlay_images", "food_epochs", "food_seeds", "food_val_per_class"},
-    "04_test_time_augmentation": {"probe_epochs", "members", "n_per_class", "val_per_class", "test_per_class",
-                                  "corrupt_per_class", "epochs", "tta_samples", "corrupt_samples", "gps_pool",
-                                  "member_subsets", "metta_members", "probe_per_class"},
-    "05_sparse_vd": {"n_per_class", "val_per_class", "test_per_class", "epochs", "seeds", "random_label_per_class",
-                     "random_label_epochs", "random_label_seeds"},
-    "06_deep_weight_prior": {"n_source_nets", "source_epochs", "vae_steps", "sizes", "seeds", "target_steps",
-                             "test_per_class", "init_n_per_class", "init_epochs", "init_seeds", "val_per_class"},
-    "07_self_supervised": {"probe_epochs", "n_per_class", "val_per_class", "test_per_class", "epochs",
-                           "finetune_epochs", "transfer_per_class", "tsne_per_class", "seeds", "seeds_other_methods"},
-    "08_vit_sam": {"n_per_class", "val_per_class", "test_per_class", "epochs", "seeds", "sharp_n", "hessian_iters",
-                   "slice_points", "rollout_images", "search_trials", "search_epochs"},
-    "10_cpu_training": {"val_per_class", "n_per_class", "test_per_class", "seeds", "seeds_cheapest", "parity_epochs",
-                        "parity_seeds", "bench_steps", "bench_repeats", "bench_batch_size"},
-}
-#: per notebook: knobs that differ between ``smoke`` and ``gpu`` and define *what* runs (kept at the profile's value)
-SHAPE: dict[str, set[str]] = {
-    "01_architectures": {"lr", "model_kw", "batch_size"},
-    "02_mlp_scaling": {"lr", "model_kw", "batch_size", "scaling_sizes", "batch_sizes"},
-    "03_spatial_attention": {"width", "grid_lr", "grid_batch_size", "grid_weight_decay", "pacs_size",
-                             "faith_fractions", "food"},
-    "04_test_time_augmentation": {"model", "optimizer", "lr", "weight_decay", "eval_batch_size", "model_kw",
-                                  "batch_size"},
-    "05_sparse_vd": set(),
-    "06_deep_weight_prior": {"width1", "width2", "vae_hidden"},
-    "07_self_supervised": {"loss_kw", "backbones", "backbone_kw", "batch_size", "projector_dims", "wmse_dim",
-                           "warmup_epochs"},
-    "08_vit_sam": {"asam_rho", "models", "model_kw", "batch_size", "lr", "rhos", "search_model", "arch_profile"},
-    "10_cpu_training": {"bench_models", "recipes", "batch_size", "widths_s"},
-}
 
 
 class DryRunError(RuntimeError):
@@ -102,50 +64,6 @@ class DryRun:
         return (f"{self.stem}: {self.profile} dry run passed in {self.wall_s:.1f} s: {len(self.runs)} training run(s) "
                 f"built at full size and trained {MAX_IMAGES} images each ({', '.join(models) or 'none'}); "
                 "nothing was written (no page, no results, no run-cache entry)")
-
-
-#: per notebook: the volume knobs that only change evaluation work (test images, TTA views, policy pools, bench
-#: steps), never a training run; the cost estimate (:mod:`ibnb.book.cost`) takes only these from ``smoke``
-EVAL_ONLY: dict[str, set[str]] = {
-    "01_architectures": {"test_per_class"},
-    "02_mlp_scaling": {"test_per_class", "throughput_steps", "throughput_batch"},
-    "03_spatial_attention": {"test_per_class", "sketch_per_class", "faith_per_class", "overlay_images"},
-    "04_test_time_augmentation": {"test_per_class", "corrupt_per_class", "tta_samples", "corrupt_samples",
-                                  "gps_pool", "member_subsets"},
-    "05_sparse_vd": {"test_per_class"},
-    "06_deep_weight_prior": {"test_per_class"},
-    "07_self_supervised": {"test_per_class", "tsne_per_class"},
-    "08_vit_sam": {"test_per_class", "sharp_n", "hessian_iters", "slice_points", "rollout_images"},
-    "10_cpu_training": {"test_per_class", "bench_steps", "bench_repeats", "bench_batch_size"},
-}
-
-
-#: per notebook: further volume knobs the cost estimate (and only it) takes from ``smoke``: work it does not count
-#: (chapter 06's kernel VAE, a small MLP trained in its own loop; MeTTA's linear probes on the probe split) or
-#: whose count it rescales (chapter 04's validation split, :data:`VAL_KNOB`). Evaluating 45,000-image ensembles
-#: on thousands of augmented views is hours of CPU even when every member trained two steps; the counted
-#: training runs are the same. Not for the sweep planner (:mod:`ibnb.book.cluster`): a smaller validation
-#: split changes the runs' cache keys.
-UNCOUNTED: dict[str, set[str]] = {
-    "04_test_time_augmentation": {"probe_per_class", "val_per_class"},
-    "06_deep_weight_prior": {"vae_steps"},
-}
-#: per notebook: the knob that sizes the per-epoch validation set of its training runs, where :data:`UNCOUNTED`
-#: takes it from ``smoke``: the estimate scales each run's validation images by (profile's value / smoke's)
-VAL_KNOB: dict[str, str] = {"04_test_time_augmentation": "val_per_class"}
-
-
-def estimate_swap(stem: str) -> set[str]:
-    """The knobs a cost estimate of ``stem`` takes from ``smoke``: :data:`EVAL_ONLY` and :data:`UNCOUNTED`."""
-    return EVAL_ONLY[stem] | UNCOUNTED.get(stem, set())
-
-
-#: per notebook: volume knobs a dry run must raise above ``smoke`` so the profile's own batch size stays valid
-#: (``(params) -> {knob: value}``, applied after the swap and before the caller's overrides)
-AT_LEAST: dict[str, Any] = {
-    # the presets require batch_size <= the pretraining set (10 classes × n_per_class)
-    "07_self_supervised": lambda p: {"n_per_class": max(p["n_per_class"], -(-p["batch_size"] // 10))},
-}
 
 
 def dry_params(stem: str, profile: str, overrides: dict[str, Any] | None = None,
