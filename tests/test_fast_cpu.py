@@ -124,6 +124,22 @@ def test_bench_counts_flops_and_measures_a_peak():
     assert peak["fp32"] > 0 and peak["bf16"] > 0
 
 
+def _bench(rates: dict[str, float], conv=("cnn", "fast_cnn")) -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "path": "bf16+channels_last", "fit_gflop_per_s": r, "fit_overhead": 0.01,
+                          "conv_net": m in conv} for m, r in rates.items()])
+
+
+def test_the_peak_claim_looks_at_every_conv_net_the_bench_measured():
+    from ibnb.chapters.cpu_training.audit import bench_claims
+    peak = {"fp32": 160.0, "bf16": 400.0}
+    _, fast = bench_claims(_bench({"cnn": 52.0, "fast_cnn": 260.0, "mlp": 300.0}), peak, native=True)
+    assert fast.verdict == "supported" and "65% (fast_cnn)" in fast.measurement and "13% (cnn)" in fast.measurement
+    _, slow = bench_claims(_bench({"cnn": 52.0, "fast_cnn": 200.0, "mlp": 300.0}), peak, native=True)
+    assert slow.verdict == "contradicted"  # the MLP's 75 % is not a conv net's
+    over = bench_claims(_bench({"cnn": 52.0}).assign(fit_overhead=0.08), peak, native=True)[0]
+    assert over.verdict == "contradicted" and "+8.0% (cnn" in over.measurement
+
+
 def _frontier(acc: float, minutes: float, seeds: int = 3) -> pd.DataFrame:
     return pd.DataFrame([{"experiment": "frontier", "recipe": "fast_cnn_s", "epochs": 2, "widths": "32/64/64",
                           "seed": s, "test_acc": acc + 0.002 * s, "tta_acc": acc, "train_min": minutes,

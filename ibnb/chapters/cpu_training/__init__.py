@@ -32,7 +32,8 @@ def numbers(out: Outcome, P: dict) -> dict:
     f = _audit.frontier(out.df).sort_values("test_acc")
     best = f.iloc[-1]
     return {"n_train": out.n_train, "n_test": out.n_test, "n_runs": len(out.df), "n_cached": int(out.df["cached"].sum()),
-            "n_converged": int(out.df["converged"].sum()), "batch_size": P["batch_size"], "lr": TRAINING["lr"],
+            "n_converged": int(out.df["converged"].sum()), "batch_size": P["batch_size"],
+            "bench_batch_size": P["bench_batch_size"], "lr": TRAINING["lr"],
             "momentum": TRAINING["momentum"], "label_smoothing": TRAINING["label_smoothing"],
             "peak_fp32": float(out.peak["fp32"]), "peak_bf16": float(out.peak["bf16"]),
             "best_acc": float(100 * best["test_acc"]), "best_tta": float(100 * best["tta_acc"]),

@@ -4,7 +4,8 @@
 trained for, with ``seeds_cheapest`` seeds at its cheapest budget and ``seeds`` at the others. ``parity_*`` name
 the fp32-vs-bf16 comparison (same recipe, fp32 forced against ``auto``, which is bf16 where it is native and so reuses
 the frontier run of the same budget and seed; ``parity_seeds`` seeds each). ``bench_models``
-are measured by :func:`ibnb.core.bench.compare` at the book's reference sizes (``cpu`` sizes at ``cpu``).
+are measured by :func:`ibnb.core.bench.compare` at the book's reference sizes (``cpu`` sizes at ``cpu``), and the
+fast CNN at the widths of ``fast_cnn_m`` (the largest network the ``cpu`` frontier trains).
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from ibnb.core.models import list_models
 from ibnb.core.reference import reference_sizes
 
 NOTEBOOK = "10_cpu_training"
-BENCH_MODELS = ["mlp", "mixer", "vit", "cnn", "resnet18"]
+BENCH_MODELS = ["mlp", "mixer", "vit", "cnn", "resnet18", "fast_cnn"]
+#: sizes of the benchmarked models: the chapters' reference sizes, and the fast CNN as the frontier trains it
+BENCH_KW = {**reference_sizes("cpu", BENCH_MODELS[:-1]), "fast_cnn": {"widths": list(RECIPES["fast_cnn_m"]["widths"])}}
 
 _COMMON = dict(dataset="cifar10", val_per_class=50, tta="flip", lookahead=True, device="auto",
-               bench_models=BENCH_MODELS, bench_kw=reference_sizes("cpu", BENCH_MODELS), parity_recipe="fast_cnn_s")
+               bench_models=BENCH_MODELS, bench_kw=BENCH_KW, parity_recipe="fast_cnn_s")
 PRESETS = {
     "smoke": {**_COMMON, "recipes": {"fast_cnn_s": [1, 2, 3]}, "n_per_class": 20, "test_per_class": 10,
               "val_per_class": 2, "seeds": 1, "seeds_cheapest": 2, "batch_size": 64, "parity_epochs": 1,

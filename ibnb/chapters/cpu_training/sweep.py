@@ -81,7 +81,8 @@ def run_bench(P: dict) -> tuple[pd.DataFrame, dict]:
         rows += compare(name, P["bench_kw"][name], batch_size=P["bench_batch_size"], steps=P["bench_steps"],
                         repeats=P["bench_repeats"], device=P["device"], paths=paths)
     bench = pd.DataFrame(rows)
-    bench["model_kw"] = [", ".join(f"{k} {v}" for k, v in kw.items()) for kw in bench["model_kw"]]
+    bench["model_kw"] = [", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                                   for k, v in kw.items()) for kw in bench["model_kw"]]
     return bench, matmul_peak(P["device"])
 
 
