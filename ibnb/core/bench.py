@@ -127,8 +127,7 @@ def compare(model_name: str, model_kw: dict | None = None, *, batch_size: int = 
         rows.append({"model": model_name, "model_kw": kw, "path": label, "batch_size": batch_size,
                      "train_gflop_per_image": flops / 1e9, "bare_images_per_s": b, "fit_images_per_s": f,
                      "bare_gflop_per_s": b * flops / 1e9, "fit_gflop_per_s": f * flops / 1e9,
-                     "fit_overhead": 1 - f / b, "conv_net": is_conv_net(probe), "device": device_name(device),
-                     "threads": torch.get_num_threads()})
+                     "fit_overhead": 1 - f / b, "device": device_name(device), "threads": torch.get_num_threads()})
     return rows
 
 

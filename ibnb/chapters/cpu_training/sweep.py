@@ -12,8 +12,8 @@ from ibnb.chapters.cpu_training.presets import NOTEBOOK
 from ibnb.core.bench import PATHS, compare, matmul_peak
 from ibnb.core.data import class_balanced_subset
 from ibnb.core.fast_recipe import recipe_run, tta_evaluate
-from ibnb.core.models import count_parameters
-from ibnb.core.precision import cpu_has_bf16
+from ibnb.core.models import count_parameters, create_model
+from ibnb.core.precision import cpu_has_bf16, is_conv_net
 from ibnb.core.reference import splits
 from ibnb.core.runs import train_or_load
 from ibnb.core.train import device_name, evaluate
@@ -81,6 +81,7 @@ def run_bench(P: dict) -> tuple[pd.DataFrame, dict]:
         rows += compare(name, P["bench_kw"][name], batch_size=P["bench_batch_size"], steps=P["bench_steps"],
                         repeats=P["bench_repeats"], device=P["device"], paths=paths)
     bench = pd.DataFrame(rows)
+    bench["conv_net"] = [is_conv_net(create_model(name, **P["bench_kw"][name])) for name in bench["model"]]
     bench["model_kw"] = [", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                                    for k, v in kw.items()) for kw in bench["model_kw"]]
     return bench, matmul_peak(P["device"])
