@@ -140,6 +140,15 @@ def test_the_peak_claim_looks_at_every_conv_net_the_bench_measured():
     assert over.verdict == "contradicted" and "+8.0% (cnn" in over.measurement
 
 
+def test_a_conv_net_is_one_whose_flops_are_mostly_convolutions():
+    from ibnb.chapters.cpu_training.presets import BENCH_KW
+    from ibnb.chapters.cpu_training.sweep import conv_flop_share
+    share = {m: conv_flop_share(create_model(m, **BENCH_KW[m])) for m in ("cnn", "resnet18", "fast_cnn", "vit",
+                                                                          "mixer", "mlp")}
+    assert min(share["cnn"], share["resnet18"], share["fast_cnn"]) > 0.99
+    assert max(share["vit"], share["mixer"]) < 0.2 and share["mlp"] == 0  # a patch embedding is not a conv net
+
+
 def _frontier(acc: float, minutes: float, seeds: int = 3) -> pd.DataFrame:
     return pd.DataFrame([{"experiment": "frontier", "recipe": "fast_cnn_s", "epochs": 2, "widths": "32/64/64",
                           "seed": s, "test_acc": acc + 0.002 * s, "tta_acc": acc, "train_min": minutes,
