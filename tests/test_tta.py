@@ -193,6 +193,8 @@ def test_presets_resolve_and_validate():
 def test_member_subsets():
     assert member_subsets(5, 1, 3) == [(0,), (1,), (2,), (3,), (4,)]
     assert member_subsets(5, 5, 3) == [(0, 1, 2, 3, 4)]
+    assert member_subsets(15, 5, 3, ensemble_size=5) == [tuple(range(0, 5)), tuple(range(5, 10)),
+                                                           tuple(range(10, 15))]  # disjoint: independent
     subs = member_subsets(5, 2, 3, seed=0)
     assert len(subs) == 3 and len(set(subs)) == 3 and subs == member_subsets(5, 2, 3, seed=0)
 
@@ -201,29 +203,40 @@ def test_member_subsets():
 P_FAKE = dict(members=5, tta_samples=[1, 4], corrupt_samples=4, metta_views=[1, 4], model="cnn", epochs=12)
 
 
-def _fake_outcome(tta_gain: float, converged=(True,) * 5, noise: float = 0.002, seed: int = 0):
-    """A score grid for 5 members and their full ensemble in which crop+flip (4 views) changes the calibrated NLL
-    by ``-tta_gain`` nats against the central view (plus per-member noise); GPS equals crop+flip."""
+def _fake_outcome(tta_gain: float, converged=(True,) * 5, noise: float = 0.002, seed: int = 0, ensembles: int = 1,
+                  gps_gain: float = 0.0):
+    """A score grid of two member sets: ``ensembles`` disjoint crop+flip ensembles of 5 members (their members
+    and full ensembles) in which crop+flip (4 views) changes the calibrated NLL by ``-tta_gain`` nats against the
+    central view (plus noise), and 5 RandAugment members where GPS changes it by a further ``-gps_gain``."""
     rng = np.random.default_rng(seed)
     rows = []
     preds = [("central", 1), ("crop+flip", 1), ("crop+flip", 4), ("GPS", 4), ("GPS (accuracy criterion)", 4)]
-    units = [(1, i, str(i)) for i in range(5)] + [(5, 0, "0+1+2+3+4")]
-    for k, subset, members in units:
-        base = 1.5 - 0.1 * (k > 1) + rng.normal(0, 0.01)
-        for method, m in preds:
-            shift = -tta_gain if method != "central" and m == 4 else 0.0
-            for domain, sev in (("clean", 0), ("gaussian_noise", 3)):
-                cnll = base + shift + rng.normal(0, noise) + 0.5 * (domain != "clean")
-                rows.append(dict(domain=domain, severity=sev, method=method, m=m, k=k, subset=subset, members=members,
-                                 acc=0.45 - shift / 10, nll=cnll + 0.05 * (method == "central"), cnll=cnll))
-    members = pd.DataFrame({"seed": range(5), "converged": list(converged)})
+    n_cf = 5 * ensembles
+    for member_set, n in (("crop+flip", n_cf), ("RandAugment", 5)):
+        units = [(1, i, str(i)) for i in range(n)] + [
+            (5, e, "+".join(str(i) for i in range(5 * e, 5 * e + 5))) for e in range(n // 5)]
+        for k, subset, members in units:
+            base = 1.5 - 0.1 * (k > 1) + rng.normal(0, 0.01)
+            for method, m in preds:
+                if method.startswith("GPS") and member_set == "crop+flip":
+                    continue
+                shift = -tta_gain if method != "central" and m == 4 else 0.0
+                shift -= gps_gain if method == "GPS" else 0.0
+                for domain, sev in (("clean", 0), ("gaussian_noise", 3)):
+                    cnll = base + shift + rng.normal(0, noise) + 0.5 * (domain != "clean")
+                    rows.append(dict(set=member_set, domain=domain, severity=sev, method=method, m=m, k=k,
+                                     subset=subset, members=members, acc=0.45 - shift / 10,
+                                     nll=cnll + 0.05 * (method == "central"), cnll=cnll))
+    conv = list(converged) + [True] * (n_cf - len(converged))
+    members = pd.DataFrame({"set": ["crop+flip"] * n_cf + ["RandAugment"] * 5,
+                            "seed": list(range(n_cf)) + list(range(5)), "converged": conv + [True] * 5})
     metta = pd.DataFrame([dict(experiment="metta", encoder="trained", seed=s, features=f, views=v, test_acc=a,
                                converged=True)
                           for s in range(2) for f, v, a in (("central", 1, 0.40), ("mean over views", 4, 0.42))])
-    member_rows = pd.DataFrame(dict(experiment="member", seed=range(5), test_acc=0.45, params=19_954, n_train=5000,
-                                    converged=list(converged)))
+    member_rows = members.assign(experiment="member", test_acc=0.45, params=19_954, n_train=5000)
+    timings = {"test bank (RandAugment): GPS": 1.1, "test bank (RandAugment): crop+flip": 1.0}
     return SimpleNamespace(grid=pd.DataFrame(rows), members=members, df=pd.concat([member_rows, metta]),
-                           banks=SimpleNamespace(timings={"test bank: GPS": 1.1, "test bank: crop+flip": 1.0}))
+                           banks={"RandAugment": SimpleNamespace(timings=timings)})
 
 
 def test_audit_verdicts_flip_with_the_data():
@@ -236,16 +249,29 @@ def test_audit_verdicts_flip_with_the_data():
     # one member that did not pass its convergence check: no verdict
     unconv = tta_audit.keyed_claims(_fake_outcome(0.03, converged=(True,) * 4 + (False,)), P_FAKE)
     assert unconv["tta_single"].verdict == NOT_TESTABLE and "convergence" in unconv["tta_single"].reason
+    # GPS is judged on the RandAugment members: a GPS gain there is supported, none is not
+    gps = tta_audit.keyed_claims(_fake_outcome(0.03, gps_gain=0.02), P_FAKE)
+    assert gps["gin_single"].verdict == SUPPORTED and "RandAugment members" in gps["gin_single"].setting
+    assert tta_audit.keyed_claims(_fake_outcome(0.03, gps_gain=-0.02), P_FAKE)["gin_single"].verdict == CONTRADICTED
 
 
-def test_audit_ensemble_and_gps_rows_are_not_testable_with_their_reasons():
+def test_ensemble_rows_need_three_independent_ensembles():
     c = tta_audit.keyed_claims(_fake_outcome(0.03), P_FAKE)
-    assert c["tta_ens"].verdict == NOT_TESTABLE and "one ensemble of 5" in c["tta_ens"].reason
+    assert c["tta_ens"].verdict == NOT_TESTABLE and "1 independent ensemble of 5" in c["tta_ens"].reason
     assert c["tta_ens"].n_seeds == 1  # the measurement is still reported
-    for key in ("gin_single", "gin_ens", "gout_single", "gout_ens", "crit_single", "crit_ens"):
-        assert c[key].verdict == NOT_TESTABLE and "RandAugment" in c[key].reason, key
+    three = tta_audit.keyed_claims(_fake_outcome(0.03, ensembles=3), P_FAKE)
+    assert three["tta_ens"].verdict == SUPPORTED and three["tta_ens"].n_seeds == 3
+    assert three["tta_single"].n_seeds == 15
     assert c["metta"].verdict == NOT_TESTABLE  # two encoders
     assert c["cost"].verdict == SUPPORTED and "deterministic" in c["cost"].reason
+
+
+def test_deep_ensemble_equivalent_reads_the_ensemble_curve():
+    out = _fake_outcome(0.05)  # TTA lowers cNLL by 0.05 nats; the ensemble of 5 by ~0.1
+    e = tta_audit.deep_ensemble_equivalent(out, P_FAKE)
+    assert e.n == 5 and 1 < e.mean < 5  # between one member and the full ensemble
+    none = tta_audit.deep_ensemble_equivalent(_fake_outcome(-0.05), P_FAKE)
+    assert none.mean == pytest.approx(1.0)  # worse than one member: clipped at 1
 
 
 def test_ranking_flips_counts_pairs_ordered_differently():
@@ -262,3 +288,37 @@ def test_calibration_rows_compare_members_with_the_paper():
     assert [r.published for r in rows] == [tta_audit.ANCHORS[k] for k in ("single_acc", "ens_acc", "single_cnll",
                                                                            "ens_cnll")]
     assert rows[0].ours.n == 5 and rows[0].ours.mean == pytest.approx(45.0) and not rows[0].within
+
+
+# ----------------------------------------------------------------------------- RandAugment members
+def test_randaugment_draws_the_gps_pool_ops_reproducibly():
+    import random
+
+    from ibnb.chapters.tta.policies import POOL_OPS
+    from ibnb.chapters.tta.randaugment import RA_OPS, rand_augment
+
+    assert RA_OPS == POOL_OPS  # the members are trained on the operations GPS searches over
+    x = torch.rand(64, 3, 16, 16)
+    a = rand_augment(x, random.Random(1), torch.Generator().manual_seed(1), n_ops=2, group=16)
+    b = rand_augment(x, random.Random(1), torch.Generator().manual_seed(1), n_ops=2, group=16)
+    c = rand_augment(x, random.Random(2), torch.Generator().manual_seed(2), n_ops=2, group=16)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert not torch.equal(a, x)
+
+
+def test_randaugment_step_trains_and_is_keyed_by_its_fields():
+    from ibnb.chapters.tta.members import RA_SET, member_config
+    from ibnb.core.train import step_key
+
+    p = profiles.resolve(presets, {"profile": "smoke"})
+    q = dict(p, data_mean=(0.5, 0.5, 0.5), data_std=(0.25, 0.25, 0.25))
+    cfg, step = member_config(q, 3, RA_SET)
+    assert step.seed == 3 and step.n_ops == p["ra_ops"] and "RandAugmentStep" in step_key(step)
+    assert cfg.warmup_epochs == pytest.approx(p["warmup_fraction"] * p["epochs"])
+    torch.manual_seed(0)
+    model = create_model("fast_cnn", num_classes=10, widths=(8, 8, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+    out = step(model, opt, x, y, 0)
+    assert torch.isfinite(out.loss) and opt.state[next(model.parameters())]["randaugment_count"] == 1

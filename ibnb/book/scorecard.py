@@ -117,18 +117,22 @@ def _tta(df: pd.DataFrame) -> list[dict]:
     if clean.empty:
         return []
     clean["pred"] = clean["method"] + "@" + clean["m"].astype(int).astype(str)
-    single = clean[clean["k"] == 1]
+    if "set" not in clean:  # results written before the RandAugment members: one set, trained with crop+flip
+        clean["set"] = "crop+flip"
     rows = []
-    for method in ("crop+flip", "GPS"):
+    # crop+flip TTA on the crop+flip members; GPS on the RandAugment members (whose training distribution it fits)
+    for method, member_set in (("crop+flip", "crop+flip"), ("GPS", "RandAugment")):
+        single = clean[(clean["k"] == 1) & (clean["set"] == member_set)]
         m = int(single.loc[single["method"] == method, "m"].max()) if (single["method"] == method).any() else 0
         if m <= 1:
             continue
-        what = f"{method} TTA ({m} views) − central view (single model)"
+        what = f"{method} TTA ({m} views) − central view (single model, {member_set} members)"
         rows += paired(single, "pred", f"{method}@{m}", "central@1", mechanism=mech, comparison=what,
                        chapter=ch, note="paired by ensemble member")
         rows += paired(single, "pred", f"{method}@{m}", "central@1", value="cnll", scale=1.0, unit="nats",
                        mechanism=mech, comparison=what.replace(" (single", ", calibrated NLL (single"),
                        chapter=ch, note="calibrated NLL: lower is better")
+    clean = clean[clean["set"] == "crop+flip"]
     k = int(clean["k"].max())
     if k > 1:  # the full ensemble against each of its members (central view)
         cen = clean[clean["pred"] == "central@1"]

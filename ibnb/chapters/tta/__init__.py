@@ -14,6 +14,7 @@ from ibnb.book.page import Audit
 from ibnb.chapters.tta import audit as _audit
 from ibnb.chapters.tta import figures as _figures
 from ibnb.chapters.tta.ensembles import combine
+from ibnb.chapters.tta.members import CROP_FLIP_SET, RA_SET
 from ibnb.chapters.tta.presets import NOTEBOOK
 from ibnb.chapters.tta.report import numbers, tables
 from ibnb.chapters.tta.sweep import Outcome, run_sweep
@@ -34,14 +35,14 @@ def audit(out: Outcome, P: dict) -> Audit:
 
 
 def _reliability(out: Outcome, P: dict):
-    """(title, reliability bins) for the first member (central view) and the ensemble with crop+flip TTA, each
-    before and after temperature scaling (temperature from the validation split)."""
-    b, S, K, bins = out.banks, max(P["tta_samples"]), P["members"], P["ece_bins"]
+    """(title, reliability bins) for the first crop+flip member (central view) and the first crop+flip ensemble
+    with TTA, each before and after temperature scaling (temperature from the validation split)."""
+    b, S, K, bins = out.banks[CROP_FLIP_SET], max(P["tta_samples"]), P["members"], P["ece_bins"]
     dev = b.test["central"].device
     yv, yt = out.splits.val.y.to(dev), out.splits.test.y.to(dev)
     items = []
     for title, method, members, m in (("first member, central", "central", [0], 1),
-                                      (f"ensemble of {K}, crop+flip ({S} views)", "crop+flip", None, S)):
+                                      (f"ensemble of {K}, crop+flip ({S} views)", "crop+flip", list(range(K)), S)):
         lp = combine(b.test[method], members, m)
         t = cal.fit_temperature(combine(b.val[method], members, m), yv)
         items.append((f"{title}\nraw: ECE {100 * float(cal.ece(lp, yt, bins)):.1f} %", cal.reliability(lp, yt, bins)))
@@ -52,7 +53,9 @@ def _reliability(out: Outcome, P: dict):
 
 def figures(out: Outcome, P: dict) -> dict:
     """The chapter's figures by glue name."""
-    b, grid, K, S, sc = out.banks, out.grid, P["members"], max(P["tta_samples"]), P["corrupt_samples"]
+    b, K, S, sc = out.banks[RA_SET], P["members"], max(P["tta_samples"]), P["corrupt_samples"]
+    grid, ra_grid = (out.grid[out.grid["set"] == s] for s in (CROP_FLIP_SET, RA_SET))
+    K_ra = int(ra_grid["k"].max())
     pol = b.policies["GPS"]
     x = out.splits.test.x[:6].float() / 255
     g = torch.Generator().manual_seed(0)
@@ -73,7 +76,7 @@ def figures(out: Outcome, P: dict) -> dict:
         "fig_ensemble_size": _figures.ensemble_size_curves(grid, S, sc),
         "fig_reliability": _figures.reliability_diagrams(_reliability(out, P)),
         "fig_corruption_examples": _figures.image_grid(examples, col_titles=[f"severity {s}" for s in P["severities"]]),
-        "fig_severity": _figures.severity_curves(grid, [1, K], sc),
-        "fig_corruption_bars": _figures.corruption_bars(grid, K, sc),
+        "fig_severity": _figures.severity_curves(ra_grid, [1, K_ra], sc),
+        "fig_corruption_bars": _figures.corruption_bars(ra_grid, K_ra, sc),
         "fig_metta": _figures.metta_plot(out.metta),
     }

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ibnb.core.data import ImageData
 from ibnb.core.metrics import log_mean_prob
-from ibnb.core.train import autocast
+from ibnb.core.precision import autocast, fast_path, using
 
 View = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # float [0,1] batch, generator -> batch
 
@@ -47,12 +47,16 @@ def predict(model: nn.Module, data: ImageData, view: View | None = None, *, gene
     itself), or with ``features=True`` the penultimate representation ``(N, D)`` (the head's input).
 
     Images go to the model's device once, are converted to ``[0, 1]``, viewed, normalised with the
-    dataset's mean/std, and fed in channels-last format; the output stays on the device.
+    dataset's mean/std, and fed through the model's fast path (:func:`ibnb.core.precision.fast_path`: on a CPU
+    with AVX-512 BF16, bf16 autocast and channels-last for conv nets, the arithmetic they were trained in); the
+    output (log-probabilities in fp32) stays on the device.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    model.to(memory_format=torch.channels_last)
+    path = fast_path(model, device, input_shape=tuple(data.x.shape[1:]))
+    fmt = torch.channels_last if path.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     c = data.x.shape[1]
     mean = torch.tensor(data.mean, device=device).view(1, c, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, c, 1, 1)
@@ -65,8 +69,8 @@ def predict(model: nn.Module, data: ImageData, view: View | None = None, *, gene
             x = x_all[i:i + batch_size].float().div_(255)
             if view is not None:
                 x = view(x, generator)
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            with autocast(device):
+            x = ((x - mean) / std).contiguous(memory_format=fmt)
+            with using(path), autocast(device):
                 logits = model(x)
             out.append(captured.pop().float() if features else logits.float().log_softmax(-1))
     finally:
