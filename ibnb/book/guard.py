@@ -223,3 +223,59 @@ def page_lock(dest: Path):
               "page if its result is current", file=sys.stderr, flush=True)
 
     return file_lock(path, on_wait=waiting)
+
+
+def execute_interruptibly(execute, *, kernel: str, grace_s: float = 30.0, **kwargs) -> None:
+    """Call ``execute(..., km=<kernel manager>, **kwargs)`` (``papermill.execute_notebook``) in a worker thread,
+    so that Ctrl-C and SIGTERM (which the CLI turns into ``KeyboardInterrupt``) land in *this* thread.
+
+    Why: run in the main thread, nbclient replaces the SIGINT handler by one that shuts the kernel down
+    gracefully and clears its client while the cell's reply is still awaited; when the kernel exits before it
+    answers (more likely on a loaded machine), the runner waited for a reply that never came (a CI flake). In a
+    worker thread nbclient installs no handler: on an interrupt we kill the kernel's process group, wait at most
+    ``grace_s`` for the worker to see the dead kernel, and re-raise ``KeyboardInterrupt``. The kernel manager is
+    ours, so we shut the kernel down after every run, interrupted or not."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    km = AsyncKernelManager(kernel_name=kernel)
+    box: dict = {}
+
+    def work():
+        try:
+            execute(km=km, kernel_name=kernel, **kwargs)
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+        finally:
+            try:
+                if km.has_kernel:
+                    run_sync(km.shutdown_kernel)(now=True)
+            except Exception:  # already dead and cleaned: nothing left to stop
+                pass
+
+    worker = threading.Thread(target=work, name="ibnb-papermill", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _kill_kernel(km)
+        worker.join(grace_s)
+        raise
+    if "error" in box:
+        raise box["error"]
+
+
+def _kill_kernel(km) -> None:
+    """SIGKILL the kernel's process group (the kernel runs in its own session, with any workers it started)."""
+    import signal
+
+    provisioner = getattr(km, "provisioner", None)
+    pgid, pid = getattr(provisioner, "pgid", None), getattr(provisioner, "pid", None)
+    for kill, target in ((os.killpg, pgid), (os.kill, pid)):
+        if target:
+            try:
+                kill(target, signal.SIGKILL)
+                return
+            except (ProcessLookupError, PermissionError):
+                continue

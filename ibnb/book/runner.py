@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import nbformat
 
 from ibnb.book.guard import (Interrupted, KernelStderr, OperatorRelay, RunnerError, check_destinations,
-                             interrupted_line, keep_failed, machine_paths, page_lock, scrub_machine_paths,
-                             sweep_stale_temp_folders)
+                             execute_interruptibly, interrupted_line, keep_failed, machine_paths, page_lock,
+                             scrub_machine_paths, sweep_stale_temp_folders)
 from ibnb.book.provenance import code_hash as current_code_hash
 from ibnb.book.results import TIMING_COLUMNS, ResultsError, read_timings  # noqa: F401  (TIMING_COLUMNS re-exported)
 from ibnb.core.utils import OPERATOR_LOG_VAR, atomic_write, repo_root
@@ -279,8 +279,8 @@ def _execute_in(tmp_dir: Path, src: Path, dest: Path, params: dict[str, Any], *,
     redirect = KernelStderr(kernel_log)  # the kernel's own chatter (and shutdown noise) stays off the terminal
     relay = OperatorRelay(tmp_dir / "operator.log", stem, redirect.terminal)
     try:
-        papermill.execute_notebook(str(src), str(tmp_out), parameters=params, kernel_name=kernel,
-                                   cwd=str(cwd), progress_bar=progress)
+        execute_interruptibly(papermill.execute_notebook, kernel=kernel, input_path=str(src),
+                              output_path=str(tmp_out), parameters=params, cwd=str(cwd), progress_bar=progress)
     except PapermillExecutionError as err:
         if err.ename == "KeyboardInterrupt":
             raise Interrupted(interrupted_line(stem, dest, time.perf_counter() - t0)) from None
