@@ -7,6 +7,8 @@ and the networks in :mod:`ibnb.core.models.lenet`.
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from ibnb.book.claims import NOT_TESTABLE, tally
@@ -151,9 +153,11 @@ def tables(out: Outcome, P: dict) -> dict:
     sv = out.df[out.df["method"] == SPARSE].copy()
     sv["experiment"] = sv["experiment"].map({"table": "main table", "random_labels": "random-label control"})
     sv["network"] = sv["network"].map(PRETTY)
+    # a network with every weight removed has infinite compression: say so instead of printing "inf"
+    sv["compression"] = ["∞ (every weight removed)" if math.isinf(c) else f"{c:.1f}" for c in sv["compression"]]
     mask = table(sv, columns={"experiment": "experiment", "network": "network", "seed": "seed", "labels": "labels",
                               "error_pct": "test error, masked layers (%)",
                               "masked_dense_error_pct": "test error, rebuilt plain layers (%)",
-                              "unmasked_error_pct": "test error, nothing removed (%)", "compression": "compression"},
-                 digits={"error_pct": 2, "masked_dense_error_pct": 2, "unmasked_error_pct": 2, "compression": 1})
+                              "unmasked_error_pct": "test error, nothing removed (%)", "compression": "compression (×)"},
+                 digits={"error_pct": 2, "masked_dense_error_pct": 2, "unmasked_error_pct": 2})
     return {"paper": _paper_table(out, P), "mask": mask}
