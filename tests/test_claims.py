@@ -10,7 +10,7 @@ import pytest
 from ibnb.book import claims as C
 from ibnb.book.page import Audit, answer_box
 from ibnb.book.tables import cell, table
-from ibnb.core.convergence import ConvergenceCheck, check_convergence
+from ibnb.core.convergence import ConvergenceCheck, check_convergence, half_budget
 
 
 def eff(values, converged=True):
@@ -90,6 +90,24 @@ def test_convergence_falling_vs_plateau():
     assert not check_convergence(no_val.iloc[:3]).passed  # too few epochs
     floor = pd.DataFrame({"train_loss": [1.0, 0.01]})
     assert check_convergence(floor, ConvergenceCheck(train_loss_floor=0.05)).passed
+
+
+def test_budget_halving_probe_passes_a_saturated_annealed_run_and_only_that():
+    """Test 3: an annealed run rises in its last quarter (test 2 fails) whatever its budget; its half-budget probe
+    decides. A probe 0.4 points below passes, 3 points below fails and names both tests; no probe, no pass."""
+    annealed = pd.DataFrame({"train_loss": np.linspace(2.0, 0.8, 8), "val_acc": np.r_[[0.5] * 6, 0.53, 0.56]})
+    assert not check_convergence(annealed).passed
+    near = pd.DataFrame({"train_loss": np.linspace(2.0, 0.9, 4), "val_acc": [0.4, 0.45, 0.5, 0.556]})
+    ok = check_convergence(annealed, probe=near)
+    assert ok.passed and "doubling the budget (4 → 8 epochs)" in ok.reason and "+0.4 points" in ok.reason
+    far = near.assign(val_acc=[0.4, 0.45, 0.5, 0.53])
+    bad = check_convergence(annealed, probe=far)
+    assert not bad.passed and "last 2 of 8 epochs" in bad.reason and "+3.0 points" in bad.reason
+    assert not check_convergence(annealed, probe=annealed).passed  # a probe must be shorter than the run
+    no_val = pd.DataFrame({"train_loss": np.linspace(2.0, 1.0, 8)})
+    assert check_convergence(no_val, probe=pd.DataFrame({"train_loss": [2.0, 1.5, 1.01]})).passed
+    assert not check_convergence(no_val, probe=pd.DataFrame({"train_loss": [2.0, 1.5, 1.2]})).passed
+    assert half_budget(5, 1.0) == (2, 0.4) and half_budget(1) is None
 
 
 def test_table_formatter():

@@ -12,6 +12,7 @@ from ibnb.book import cost, dryrun
 from ibnb.book.guard import RunnerError
 from ibnb.book.profiles import PAGES, _module, _presets_of
 from ibnb.book.runner import Paths
+from ibnb.core.convergence import check_convergence
 from ibnb.core.data import ImageData, data_root
 from ibnb.core.runs import train_or_load
 from ibnb.core.train import TrainConfig
@@ -64,6 +65,24 @@ def test_installed_wrappers_train_two_steps_log_the_planned_run_and_come_off(tmp
     _, hist, _ = train_or_load("mlp", _tiny(), None, config=TrainConfig(epochs=3, batch_size=32),
                                model_kw={"width": 16, "depth": 1}, progress=False)
     assert len(hist.frame) == 3  # the real fit is back
+
+
+def test_probe_is_a_cached_run_of_half_the_budget_and_enters_the_convergence_check(tmp_path, monkeypatch):
+    monkeypatch.setenv("IBNB_RUNS", str(tmp_path / "runs"))
+    cfg = TrainConfig(epochs=6, batch_size=32, warmup_epochs=2.0, schedule="linear")
+    kw = dict(model_kw={"width": 16, "depth": 1}, progress=False)
+    _, hist, cached = train_or_load("mlp", _tiny(), _tiny(16), config=cfg, probe=True, **kw)
+    assert not cached and len(hist.frame) == 6 and len(hist.probe) == 3
+    assert len(list((tmp_path / "runs").glob("mlp-*/final.pt"))) == 2  # the probe is a run of its own
+    probe_cfg = torch.load(next(p for p in (tmp_path / "runs").glob("mlp-*/final.pt")
+                                if torch.load(p, weights_only=False)["config"]["epochs"] == 3),
+                           weights_only=False)["config"]
+    assert probe_cfg["warmup_epochs"] == 1.0  # the whole schedule is compressed
+    assert hist.convergence == check_convergence(hist.frame, probe=hist.probe)  # the check sees the probe
+    _, again, cached = train_or_load("mlp", _tiny(), _tiny(16), config=cfg, probe=True, **kw)
+    assert cached and again.probe.equals(hist.probe)
+    _, plain, _ = train_or_load("mlp", _tiny(), _tiny(16), config=cfg, **kw)
+    assert plain.probe is None and "doubling" not in plain.convergence.reason
 
 
 @pytest.mark.parametrize("stem", CHAPTERS)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from ibnb.core.convergence import half_budget
 from ibnb.core.data import ImageData
 from ibnb.core.models import create_model
 from ibnb.core.train import (CrossEntropyStep, History, NonFiniteLossError, TrainConfig, device_name, fit, resolve_device,
@@ -88,15 +89,30 @@ def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig,
 
 
 def train_or_load(model_name: str, train: ImageData, val: ImageData | None = None, *, config: TrainConfig,
-                  model_kw: dict | None = None, step=None, device=None,
-                  progress: bool = True) -> tuple[nn.Module, History, bool]:
+                  model_kw: dict | None = None, step=None, device=None, progress: bool = True,
+                  probe: bool = False, probe_step=None) -> tuple[nn.Module, History, bool]:
     """Return ``(model, history, cached)``: the trained model from the run cache, or train it now.
 
     ``config`` is the run's :class:`~ibnb.core.train.TrainConfig`; ``step`` a custom update (a frozen
     dataclass: its ``repr`` and its module key the run). The model is built with
     ``num_classes``/``in_channels``/``image_size`` taken from ``train`` unless given in ``model_kw``, after
     seeding with ``config.seed`` so that its initialisation is part of the run's identity.
+
+    ``probe=True`` also trains (or loads) the run's *budget-halving probe* — the same run with half the epochs
+    and the warm-up scaled alike (:func:`ibnb.core.convergence.half_budget`), a cached run of its own — and
+    attaches its history as ``history.probe``, so the convergence check can pass an annealed run whose budget is
+    saturated (test 3 of :mod:`ibnb.core.convergence`). ``probe_step`` replaces ``step`` for the probe when the
+    update itself counts epochs (a KL warm-up); ``cached`` is that of the run itself.
     """
+    if probe and (half := half_budget(config.epochs, config.warmup_epochs)) is not None:
+        half_config = dataclasses.replace(config, epochs=half[0], warmup_epochs=half[1])
+        _, probe_history, _ = train_or_load(model_name, train, val, config=half_config, model_kw=model_kw,
+                                            step=probe_step if probe_step is not None else step, device=device,
+                                            progress=progress)
+        model, history, cached = train_or_load(model_name, train, val, config=config, model_kw=model_kw,
+                                               step=step, device=device, progress=progress)
+        history.probe = probe_history.frame
+        return model, history, cached
     model_kw = dict(model_kw or {})
     model_kw.setdefault("num_classes", train.num_classes)
     model_kw.setdefault("in_channels", train.shape[0])

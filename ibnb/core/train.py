@@ -124,6 +124,8 @@ class History:
 
     frame: pd.DataFrame
     config: dict = field(default_factory=dict)
+    #: the per-epoch frame of this run's budget-halving probe, when one was trained (convergence test 3)
+    probe: pd.DataFrame | None = None
 
     @property
     def wall_s(self) -> float:
@@ -139,7 +141,7 @@ class History:
     @property
     def convergence(self) -> Convergence:
         """The book's convergence check on this run (:mod:`ibnb.core.convergence`)."""
-        return check_convergence(self.frame)
+        return check_convergence(self.frame, probe=self.probe)
 
     @property
     def precision(self) -> str:
