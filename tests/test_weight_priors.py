@@ -398,3 +398,45 @@ def test_small_training_sets_are_tiled_into_rounds_of_equal_passes():
     # 20 steps per round at every size: 50 rounds for 1,000 steps, whatever the number of distinct images
     assert rounds_for(50, p) == rounds_for(1000, p) == 50
     assert rounds_for(300, p) * (len(tiled(data.subset(torch.arange(50).repeat(6)), 1000)) // 50) >= 1000
+
+
+def test_truncated_alpha_kl_matches_monte_carlo_up_to_a_constant():
+    """Kingma et al. (2015)'s fit for α ≤ 1 (the authors' log-uniform runs) against the Monte-Carlo KL."""
+    las = [-4.0, -3.0, -2.0, -1.0, -0.5, 0.0]
+    approx = dwp.kl_log_uniform_truncated(torch.tensor(las, dtype=torch.float64))
+    diffs = torch.tensor([mc_kl_log_uniform_plus_const(la) for la in las], dtype=torch.float64) - approx
+    assert (diffs - diffs.mean()).abs().max() < 0.02, diffs
+
+
+def test_log_uniform_target_net_has_truncated_alpha_and_cannot_drop_its_kernels():
+    net = dwp.TargetNet(dwp.make_priors("log-uniform", {}, {}), width1=2, width2=3)
+    conv = net.conv1
+    assert conv.truncated_alpha and not hasattr(conv, "log_sigma2")
+    with torch.no_grad():
+        conv.w_alpha.fill_(50.0)  # as large as the parameter can push it: α → 1, never above
+    assert conv.log_alpha_truncated().max().item() <= 0.0
+    assert torch.allclose(conv.log_variance(), torch.log(conv.weight ** 2 + 1e-16), atol=1e-6)  # σ² = μ² at most
+    other = dwp.TargetNet(dwp.make_priors("N(0,1)", {}, {}), width1=2, width2=3)
+    assert not other.conv1.truncated_alpha and hasattr(other.conv1, "log_sigma2")
+    net(torch.randn(2, 1, 28, 28))
+    assert torch.isfinite(net.kl())
+
+
+def test_weight_samples_draw_in_eval_and_the_posterior_mean_is_back_afterwards():
+    from ibnb.chapters.deep_weight_prior.sweep import mc_evaluate
+    from ibnb.core.data import ImageData
+    from ibnb.core.models.bayesian import weight_samples
+
+    net = dwp.TargetNet(dwp.make_priors("N(0,1)", {}, {}), log_sigma2_init=-2.0, width1=2, width2=3).eval()
+    x = torch.randn(4, 1, 28, 28)
+    mean = net(x)
+    with weight_samples(net):
+        a, b = net(x), net(x)
+    assert not torch.allclose(a, b) and not torch.allclose(a, mean)
+    assert torch.equal(net(x), mean)
+    data = ImageData(torch.randint(0, 256, (30, 1, 28, 28), dtype=torch.uint8), torch.arange(30) % 10,
+                     [str(i) for i in range(10)], "toy", (0.5,), (0.25,))
+    one, ten = mc_evaluate(net, data, 1), mc_evaluate(net, data, 10)
+    assert one["n"] == ten["n"] == 30 and 0 <= ten["acc"] <= 1 and ten["nll"] > 0
+    assert mc_evaluate(net, data, 0)["acc"] == pytest.approx(
+        (net(data.x.float().div(255).sub(0.5).div(0.25)).argmax(1) == data.y).float().mean().item())

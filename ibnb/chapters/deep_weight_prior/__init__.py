@@ -59,7 +59,14 @@ def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
                                     if P["classifier_prior"] == "none" else "has a N(0,1) prior"), "kl_ratio": hi // lo,
          "passes_lo": steps * min(P["target_batch"], lo) // lo, "passes_hi": steps * min(P["target_batch"], hi) // hi, "tbatch": P["target_batch"], "lr": float(P["lr"]), "n_lo": lo, "n_hi": hi,
          "n_test": int(out.df["n_test"].iloc[0]), "n_val": 10 * P["val_per_class"], "n_sizes": len(P["sizes"]),
-         "n_small_converged": int(small["converged"].sum()), "n_small": len(small)}
+         "n_small_converged": int(small["converged"].sum()), "n_small": len(small),
+         "init_txt": Markdown("samples of the DWP of their layer, one per kernel, as in the authors' code"
+                              if P["target_init"] == "DWP samples" else "PyTorch's default (uniform) initialisation"),
+         "eval_txt": Markdown(f"that of the ensemble of {P['mc_samples']} weight samples (the mean of their softmax "
+                              "outputs), as the authors report it" if P["mc_samples"] else
+                              "that of the posterior mean"),
+         "schedule_txt": Markdown({"linear": "decayed linearly to 0, as in the authors' code", "constant": "constant",
+                                   "cosine": "cosine-decayed to 0"}[P["target_schedule"]])}
     mean_lo = small[small["n_train"] == lo].groupby("method")["test_acc"].mean().sort_values(ascending=False)
     n["best_lo"] = Markdown(f"`{mean_lo.index[0]}`")
     fin = small.groupby(["method", "n_train"])["final_nll"].mean()
@@ -101,12 +108,19 @@ def _calibration_reading(cal: list, gate: tuple[bool, str]) -> str:
 def _protocol_text(P: dict, steps: int) -> str:
     """Where this profile's protocol differs from the authors' code (:data:`claims_audit.AUTHORS`), generated."""
     a = _audit.AUTHORS
+    mine = f"an ensemble of {P['mc_samples']} weight samples" if P["mc_samples"] else "the posterior mean"
+    evaluation = f"the test accuracy of {mine}" + (", as theirs" if P["mc_samples"] == a["mc_samples"]
+                                                   else f" (theirs: {a['eval']})")
+    init = ("the conv kernels (posterior means) of every method initialised with samples of the DWP (theirs: "
+            f"{a['init']}; their released code does not say how the other baselines were initialised)"
+            if P["target_init"] == "DWP samples" else f"default initialisation of the conv kernels (theirs: {a['init']})")
     return (f"conv widths {P['width1']}/{P['width2']} (theirs {a['widths'][0]}/{a['widths'][1]}); source kernels "
             f"from {P['n_source_nets']} nets trained on PACS sketches (theirs: {a['source']}, which `shared/data` "
-            f"does not hold); {steps:,} steps of batch {P['target_batch']} per run (theirs: "
-            f"{a['epochs_50']:,} full-batch epochs at 50 images, batch {a['batch']}); the test accuracy of the "
-            f"posterior mean (theirs: {a['eval']}); default initialisation of the posterior means (theirs: "
-            f"{a['init']}); {P['seeds']} seeds (theirs: {a['seeds']})")
+            f"does not hold); one VAE setting for both layers ({P['z_dim']}-dimensional latent, hidden width "
+            f"{P['vae_hidden']}; theirs: {a['vae']}); {steps:,} steps of batch {P['target_batch']} per run (theirs: "
+            f"{a['epochs_50']:,} full-batch epochs at 50 images, batch {a['batch']}); one weight sample per "
+            f"mini-batch in training (theirs: {a['forward']}); {evaluation}; {init}; {P['seeds']} seeds (theirs: "
+            f"{a['seeds']})")
 
 
 def numbers(out: Outcome, P: dict) -> dict:

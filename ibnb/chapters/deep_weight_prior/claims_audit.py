@@ -24,8 +24,10 @@ TOLERANCE = 3.0  # points of test accuracy, every calibration row
 #: the authors' MNIST protocol as their released code runs it (bayesgroup/deep-weight-prior: README command,
 #: train-bnn.py, models/lenet.py, the results notebook), *quoted* for the comparison of protocols
 AUTHORS = {"widths": (32, 128), "source": "100 nets trained on notMNIST", "epochs_50": 10_000, "batch": 256,
-           "eval": "an ensemble of 10 weight samples", "seeds": 10,
-           "init": "the posterior means initialised from samples of the VAE (for the DWP and for the L2 baseline)"}
+           "eval": "an ensemble of 10 weight samples", "mc_samples": 10, "seeds": 10,
+           "init": "the posterior means initialised from samples of the VAE (for the DWP and for the L2 baseline)",
+           "vae": "latent 2 and hidden width 32 for the 7×7 kernels, latent 4 and hidden width 64 for the 5×5",
+           "forward": "the local reparameterisation trick, a noise sample per pre-activation"}
 #: the verdicts of the previous `cpu` profile (commit d09017a: 80 steps per run, 3 seeds, 8-epoch source nets)
 EARLIER = {"DWP beats the log-uniform prior with little data": "not testable at this budget",
            "DWP beats the N(0,1) prior with little data": "not testable at this budget",

@@ -67,11 +67,25 @@ def aux_kl_bound(w: torch.Tensor, log_sigma2: torch.Tensor, encode, decode) -> t
     return per_kernel.sum() - gaussian_entropy(log_sigma2)
 
 
+#: Kingma et al. (2015)'s fit of −KL(q ‖ log-uniform) ≈ ½ log α + c1 α + c2 α² + c3 α³ (up to a constant), α ≤ 1
+C1, C2, C3 = 1.16145124, -1.50204118, 0.58629921
+
+
+def kl_log_uniform_truncated(log_alpha_: torch.Tensor) -> torch.Tensor:
+    """KL(N(θ, αθ²) ‖ log-uniform) per weight for α ≤ 1 (Kingma et al., 2015), up to the prior's constant."""
+    alpha = log_alpha_.exp()
+    return -(0.5 * log_alpha_ + C1 * alpha + C2 * alpha ** 2 + C3 * alpha ** 3)
+
+
 class LogUniformPrior:
-    """log-uniform prior, through the Sparse VD approximation of the KL (up to its constant)."""
+    """log-uniform prior. On a truncated-α layer (how the authors train it) the KL is Kingma et al. (2015)'s
+    approximation for α ≤ 1; on an additive layer, the Sparse VD approximation (Molchanov et al., 2017), which lets
+    α grow without bound."""
     name = "log-uniform"
 
     def kl(self, layer: BayesLayer) -> torch.Tensor:
+        if layer.truncated_alpha:
+            return kl_log_uniform_truncated(layer.log_alpha_truncated()).sum()
         return kl_log_uniform(log_alpha(layer.weight, layer.log_sigma2)).sum()
 
 
@@ -89,8 +103,8 @@ class GaussianPrior:
 
     def kl(self, layer: BayesLayer) -> torch.Tensor:
         m, v = self.mean.to(layer.weight.device), self.var.to(layer.weight.device)
-        s2 = layer.log_sigma2.exp()
-        return 0.5 * (torch.log(v) - layer.log_sigma2 + (s2 + (layer.weight - m) ** 2) / v - 1).sum()
+        log_s2 = layer.log_variance()
+        return 0.5 * (torch.log(v) - log_s2 + (log_s2.exp() + (layer.weight - m) ** 2) / v - 1).sum()
 
 
 class DWPPrior:
@@ -105,7 +119,7 @@ class DWPPrior:
         w = layer.sample if (layer.training and layer.sample is not None) else layer.sampled_weight()
         k = w.shape[-1]
         self.vae.to(w.device)
-        return aux_kl_bound(w.reshape(-1, k * k), layer.log_sigma2, self.vae.encode, self.vae.decode)
+        return aux_kl_bound(w.reshape(-1, k * k), layer.log_variance(), self.vae.encode, self.vae.decode)
 
 
 def make_priors(method: str, kernels: dict, vaes: dict, classifier_prior: str = "none") -> list:
@@ -130,11 +144,13 @@ def make_priors(method: str, kernels: dict, vaes: dict, classifier_prior: str = 
 class TargetNet(BayesCNN):
     """The target network: a :class:`~ibnb.core.models.bayesian.BayesCNN` given the priors of
     :func:`make_priors` -- with two priors (conv1, conv2) its classifier is a deterministic ``nn.Linear`` with no
-    prior and no KL, as in the authors' code; with three, every layer is variational."""
+    prior and no KL, as in the authors' code; with three, every layer is variational. A log-uniform prior on the
+    convolutions gets the truncated-α posterior, as the authors train it (``bayes-mtrunca`` in their code)."""
 
     def __init__(self, priors, **kw):
         priors = list(priors)
         deterministic = len(priors) == 2
+        kw.setdefault("truncated_alpha", isinstance(priors[0], LogUniformPrior))
         super().__init__(priors + [GaussianPrior()] if deterministic else priors, **kw)
         if deterministic:
             self.fc = nn.Linear(self.fc.weight.shape[1], self.fc.weight.shape[0])

@@ -27,6 +27,7 @@ from ibnb.chapters.deep_weight_prior.method import L2Step, TargetNet, VIStep, ma
 from ibnb.chapters.deep_weight_prior.presets import NOTEBOOK
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters, create_model
+from ibnb.core.models.bayesian import BayesConv2d, BayesLayer, weight_samples
 from ibnb.core.reference import splits
 from ibnb.core.train import TrainConfig, device_name, evaluate, fit
 
@@ -57,10 +58,24 @@ def rounds_for(n: int, p: dict) -> int:
     return max(1, math.ceil(p["target_steps"] / per_round))
 
 
+def mc_evaluate(model: nn.Module, test: ImageData, samples: int, seed: int = 0) -> dict:
+    """Accuracy and NLL of the Monte-Carlo ensemble of ``samples`` weight samples of a variational net (the mean of
+    their softmax outputs; the authors report it with 10 samples), or of the posterior mean (``samples=0``, and
+    any net with no variational layer)."""
+    if samples < 1 or not any(isinstance(m, BayesLayer) for m in model.modules()):
+        return evaluate(model, test)
+    torch.manual_seed(seed)
+    with weight_samples(model):
+        probs = sum(evaluate(model, test, return_logits=True)["logits"].softmax(1) for _ in range(samples)) / samples
+    y = test.y.to(probs.device)
+    nll = -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean()
+    return {"acc": (probs.argmax(1) == y).float().mean().item(), "nll": nll.item(), "n": len(test)}
+
+
 def _row(experiment: str, model_name: str, method: str, model, train, test, hist, seed: int, epochs: int,
          device, p: dict, n_train: int | None = None) -> dict:
     """One results row; ``n_train`` is the number of distinct training images (default ``len(train)``)."""
-    ev = evaluate(model, test)
+    ev = mc_evaluate(model, test, p["mc_samples"], seed)
     return dict(experiment=experiment, model=model_name, dataset="mnist", n_train=n_train or len(train), seed=seed,
                 epochs=epochs, params=count_parameters(model), test_acc=ev["acc"], test_nll=ev["nll"],
                 **hist.columns(), device=device_name(device), method=method, n_test=ev["n"], source=p["source"])
@@ -82,6 +97,8 @@ def run_small_data(p: dict, kernels: dict, vaes: dict, progress: bool = False) -
             priors = make_priors(method, kernels, vaes, p["classifier_prior"])
             model = TargetNet(priors, log_sigma2_init=p["log_sigma2_init"], **S.model_kw(p))
             step = VIStep(n, method)
+        if p["target_init"] == "DWP samples":  # the authors' --init_list vae vae, for every method alike
+            sample_kernels(model, vaes, seed)
         config = TrainConfig.from_params(p, epochs=epochs, batch_size=batch, weight_decay=0.0,
                                          schedule=p["target_schedule"], seed=seed)
         hist = fit(model, train, val, config, step=step, device=device, progress=False)
@@ -92,9 +109,24 @@ def run_small_data(p: dict, kernels: dict, vaes: dict, progress: bool = False) -
     return pd.DataFrame(rows)
 
 
+def sample_kernels(model: nn.Module, vaes: dict, seed: int) -> nn.Module:
+    """Set the two conv layers' kernels (a variational layer's means) to samples of the layer's DWP, one sample per
+    kernel, and their biases to zero."""
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, BayesConv2d))]
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for i, conv in enumerate(convs):
+            n = conv.weight.shape[0] * conv.weight.shape[1]
+            conv.weight.copy_(vaes[f"conv{i + 1}"].sample(n, generator=g).view_as(conv.weight))
+            conv.bias.zero_()
+    return model
+
+
 def initialise(model: nn.Module, init: str, seed: int, nets: list[nn.Module], vaes: dict) -> nn.Module:
     """Replace the conv kernels of a fresh ``dwp_cnn``: Xavier-uniform, a source net's learned filters, or
     samples from the DWP (one sample per kernel)."""
+    if init == "DWP samples":
+        return sample_kernels(model, vaes, seed)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -104,9 +136,6 @@ def initialise(model: nn.Module, init: str, seed: int, nets: list[nn.Module], va
             elif init == "learned filters":
                 src = [m for m in nets[seed % len(nets)].modules() if isinstance(m, nn.Conv2d)][i]
                 conv.weight.copy_(src.weight)
-            elif init == "DWP samples":
-                n = conv.weight.shape[0] * conv.weight.shape[1]
-                conv.weight.copy_(vaes[f"conv{i + 1}"].sample(n, generator=g).view_as(conv.weight))
             else:
                 raise KeyError(init)
             conv.bias.zero_()
