@@ -2,6 +2,7 @@
 generated copy in torchvision's layout, masking, the presets and the claims audit."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -132,6 +133,30 @@ def test_food_experiment_runs_on_the_tiny_copy(food_root):
     assert (A.FOOD_SA, 0) in hist and np.isfinite(rows["test_acc"]).all()
 
 
+def test_length_free_schedule_probe_is_the_runs_own_first_half():
+    # the chapter reads the budget-halving probe of a ReduceLROnPlateau run off its first half instead of training
+    # it: that is only honest if the half-budget run really is the same, epoch for epoch
+    from ibnb.core.convergence import check_convergence
+    from ibnb.core.runs import train_or_load
+    from ibnb.core.train import TrainConfig
+
+    data, val = toy_data(n_per_class=8, num_classes=3, size=16), toy_data(n_per_class=3, num_classes=3, size=16, seed=1)
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=1e-2, optimizer="adamw", schedule="plateau", seed=3)
+    kw = {"width": 2}
+    _, full, _ = train_or_load("team_cnn_mini", data, val, config=cfg, model_kw=kw, progress=False)
+    _, half, _ = train_or_load("team_cnn_mini", data, val, config=dataclasses.replace(cfg, epochs=2),
+                               model_kw=kw, progress=False)
+    cols = ["train_loss", "val_loss", "val_acc", "lr"]
+    np.testing.assert_allclose(full.frame[cols].iloc[:2].to_numpy(float), half.frame[cols].to_numpy(float))
+    p = profiles.resolve(A.NOTEBOOK, {"profile": "smoke", "width": 2})
+    _, hist, _ = sweep.train(p, "team_cnn_mini", data, val, dict(lr=1e-2, batch_size=8, weight_decay=0.0), 3, 4,
+                             probe=True)
+    plateau = check_convergence(hist.frame)
+    assert (hist.probe is None) == plateau.passed  # probed exactly when the plateau test failed
+    if hist.probe is not None:
+        pd.testing.assert_frame_equal(hist.probe, hist.frame.iloc[:2].reset_index(drop=True))
+
+
 # ----------------------------------------------------------------------------- presets and audit
 def test_presets_validate():
     for prof in profiles.PROFILES:
@@ -157,7 +182,7 @@ def _outcome(cifar_acc: dict, pacs_photo: float = 0.6, seeds: int = 3, converged
                           for sel, f, acc in (("none", 0.0, 0.5), ("most-attended", 0.3, 0.3),
                                               ("random", 0.3, 0.4), ("least-attended", 0.3, 0.45))])
     out = sweep.Outcome(pd.DataFrame(), {}, cifar, {}, (), faith, pacs, {"photo": 0.25, "sketch": 0.2},
-                        {"train": 100, "test": 50, "sketch": 60}, None, {}, 2000, 500, 2000, 500)
+                        {"train": 100, "test": 50, "sketch": 60}, {}, [], None, {}, 2000, 500, 2000, 500)
     return out, profiles.resolve(A.NOTEBOOK, {"profile": "cpu"})
 
 

@@ -131,7 +131,9 @@ def numbers(out: Outcome, P: dict) -> dict:
              earlier=Markdown(changes({c.claim: c.verdict for c in claims}, _audit.EARLIER)),
              n_models=len(later), n_trained_now=int((~later["cached"].astype(bool)).sum()),
              n_from_cache=int(later["cached"].astype(bool).sum()), n_runs=len(runs),
-             n_converged=int(runs["converged"].sum()))
+             n_converged=int(runs["converged"].sum()),
+             n_probe_passed=int((runs["converged"].astype(bool)
+                                 & runs["convergence"].astype(str).str.startswith("doubling the budget")).sum()))
     arch = _audit.chapter01_cnn(out.n_train, P["profile"])
     n["cal_arch_md"] = Markdown(
         f"chapter 01's CNN at {arch[1]:,} training images reaches {arch[0].text(signed=False)} (its own fixed "
@@ -162,7 +164,8 @@ def figures(out: Outcome, P: dict) -> dict:
             "fig_curves": _figures.curves_figure({m: out.histories[m, 0] for m in MODELS}),
             "fig_maps_right": _figures.overlay_figure(head, maps, pred, right),
             "fig_maps_wrong": _figures.overlay_figure(head, maps, pred, wrong),
-            "fig_masking": _figures.masking_figure(out.faith), "fig_pacs": _figures.pacs_figure(out.pacs)}
+            "fig_masking": _figures.masking_figure(out.faith), "fig_pacs": _figures.pacs_figure(out.pacs),
+            "fig_sketch_confusion": _figures.sketch_confusion_figure(out.sketch_confusion, out.pacs_classes)}
     return figs
 
 

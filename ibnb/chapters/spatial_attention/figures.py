@@ -105,3 +105,22 @@ def pacs_figure(pacs: pd.DataFrame) -> plt.Figure:
     with warnings.catch_warnings():  # paired_bars calls tight_layout under the book's constrained layout
         warnings.simplefilter("ignore", UserWarning)
         return paired_bars(long, groups="model", bars="test set", value="acc", ylabel="PACS accuracy (%)")
+
+
+def sketch_confusion_figure(confusion: dict, classes: list[str]) -> plt.Figure:
+    """Per model, the sketch confusion matrix summed over seeds, each row as % of that true class's sketches."""
+    import seaborn as sns
+
+    fig, axes = panel_grid(len(confusion), height=3.3)
+    for i, (ax, (model, counts)) in enumerate(zip(axes, confusion.items())):
+        rows = counts.sum(axis=1, keepdims=True)
+        share = 100 * counts / np.maximum(rows, 1)
+        sns.heatmap(share, ax=ax, vmin=0, vmax=100, cmap="Blues", cbar=i == len(confusion) - 1, square=True,
+                    annot=share.round().astype(int), fmt="d", annot_kws={"fontsize": 6},
+                    xticklabels=classes, yticklabels=classes if i == 0 else False,
+                    cbar_kws={"label": "% of the true class"} if i == len(confusion) - 1 else None)
+        ax.set_title(LABELS.get(model, model))
+        ax.set_xlabel("predicted class")
+        ax.tick_params(axis="x", labelrotation=90)
+    axes[0].set_ylabel("true class (sketch)")
+    return fig

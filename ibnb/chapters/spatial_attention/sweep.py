@@ -7,10 +7,12 @@ size × weight decay is scored on a validation split carved from the training se
 is then trained for several seeds (seed 0 of the grid *is* the first seed, loaded from the run cache). The same
 settings train the models on PACS photos, tested on held-out photos and on sketches. At the ``gpu`` profile the
 report's Food-101 models run on torchvision's Food-101 (downloaded with ``IBNB_DOWNLOAD=1``). Every run validates
-each epoch, so its results row carries the book's convergence check.
+each epoch, so its results row carries the book's convergence check; with ``probe`` a reported run that fails
+the plateau test also gets its budget-halving probe (test 3 of :mod:`ibnb.core.convergence`; see :func:`train`).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from ibnb.book.results import write_results
 from ibnb.chapters.spatial_attention.attention_maps import masking_accuracy
 from ibnb.chapters.spatial_attention.presets import FOOD_PLAIN, FOOD_SA, NOTEBOOK, SA
 from ibnb.core.attention_maps import spatial_attention_maps
+from ibnb.core.convergence import half_budget
 from ibnb.core.data import ImageData, class_balanced_subset, load_dataset, split_off
 from ibnb.core.models import count_parameters
 from ibnb.core.reference import VAL_SEED
@@ -55,12 +58,31 @@ def pacs_splits(p: dict) -> tuple[ImageData, ImageData, ImageData, ImageData]:
     return pool, val, test, sketch
 
 
+#: schedules that do not depend on a run's length: the budget-halving probe of such a run (without warm-up) is the
+#: first half of the run itself, epoch for epoch (same seed, same batches, same learning rates)
+LENGTH_FREE_SCHEDULES = ("plateau", "constant")
+
+
 def train(p: dict, model: str, data: ImageData, val: ImageData | None, cfg: dict, seed: int, epochs: int,
-          model_kw: dict | None = None):
-    """``train_or_load`` with the chapter's optimiser, schedule and label smoothing and the grid setting ``cfg``."""
+          model_kw: dict | None = None, probe: bool = False):
+    """``train_or_load`` with the chapter's optimiser, schedule and label smoothing and the grid setting ``cfg``.
+
+    ``probe`` (with the profile's ``probe`` on): a run that fails the plateau test gets its budget-halving probe
+    attached, so that its convergence check can pass through test 3 — read off the run's own first half for a
+    length-free schedule (the report's ReduceLROnPlateau), trained as a cached run of its own otherwise."""
     config = TrainConfig.from_params(p, epochs=epochs, seed=seed, **cfg)
-    return train_or_load(model, data, val, config=config, device=p["device"], progress=False,
-                         model_kw=model_kw if model_kw is not None else {"width": p["width"]})
+    kw = model_kw if model_kw is not None else {"width": p["width"]}
+    net, hist, cached = train_or_load(model, data, val, config=config, device=p["device"], progress=False,
+                                      model_kw=kw)
+    half = half_budget(epochs, config.warmup_epochs)
+    if probe and p["probe"] and half is not None and not hist.convergence.passed:
+        if config.schedule in LENGTH_FREE_SCHEDULES and not config.warmup_epochs:
+            hist.probe = hist.frame.iloc[:half[0]].reset_index(drop=True)
+        else:
+            half_config = dataclasses.replace(config, epochs=half[0], warmup_epochs=half[1])
+            hist.probe = train_or_load(model, data, val, config=half_config, device=p["device"], progress=False,
+                                       model_kw=kw)[1].frame
+    return net, hist, cached
 
 
 def _row(experiment: str, model_name: str, model, data: ImageData, seed: int, epochs: int, hist, ev: dict,
@@ -99,7 +121,7 @@ def run_seeds(p: dict, pool: ImageData, val: ImageData, test: ImageData, best: d
     for seed in range(p["seeds"]):
         data = subset(pool, p["n_per_class"], seed)
         for model in p["models"]:
-            net, hist, cached = train(p, model, data, val, best[model], seed, p["epochs"])
+            net, hist, cached = train(p, model, data, val, best[model], seed, p["epochs"], probe=True)
             rows.append(_row("cifar10", model, net, data, seed, p["epochs"], hist, evaluate(net, test),
                              best[model], cached))
             histories[model, seed], models[model, seed] = hist.frame, net
@@ -108,21 +130,25 @@ def run_seeds(p: dict, pool: ImageData, val: ImageData, test: ImageData, best: d
 
 def run_pacs(p: dict, best: dict[str, dict]):
     """Train on PACS photos (each model's best CIFAR-10 setting), test on held-out photos and on sketches.
-    Returns (rows, majority-class rates {"photo", "sketch"}, sizes {"train", "test", "sketch"})."""
+    Returns (rows, majority-class rates {"photo", "sketch"}, sizes {"train", "test", "sketch"}, sketch confusion
+    {model: true × predicted counts summed over seeds}, class names)."""
     pool, val, test, sketch = pacs_splits(p)
-    rows = []
+    k = sketch.num_classes
+    rows, confusion = [], {m: torch.zeros(k, k, dtype=torch.long) for m in p["models"]}
     for seed in range(p["seeds"]):
         data = subset(pool, p["pacs_n_per_class"], seed)
         for model in p["models"]:
-            net, hist, cached = train(p, model, data, val, best[model], seed, p["pacs_epochs"])
+            net, hist, cached = train(p, model, data, val, best[model], seed, p["pacs_epochs"], probe=True)
             ev, sk = evaluate(net, test), evaluate(net, sketch, return_logits=True)
-            votes = torch.bincount(sk["logits"].argmax(1).cpu(), minlength=sketch.num_classes)
+            pred = sk["logits"].argmax(1).cpu()
+            confusion[model] += torch.bincount(sketch.y * k + pred, minlength=k * k).view(k, k)
+            votes = torch.bincount(pred, minlength=k)
             rows.append(_row("pacs", model, net, data, seed, p["pacs_epochs"], hist, ev, best[model], cached,
                              sketch_acc=sk["acc"], sketch_nll=sk["nll"], n_sketch=sk["n"],
                              drop=ev["acc"] - sk["acc"], sketch_top_share=float(votes.max() / sk["n"])))
     majority = {"photo": max(test.class_counts()) / len(test), "sketch": max(sketch.class_counts()) / len(sketch)}
-    return pd.DataFrame(rows), majority, {"train": len(subset(pool, p["pacs_n_per_class"], 0)), "test": len(test),
-                                          "sketch": len(sketch)}
+    sizes = {"train": len(subset(pool, p["pacs_n_per_class"], 0)), "test": len(test), "sketch": len(sketch)}
+    return pd.DataFrame(rows), majority, sizes, {m: c.numpy() for m, c in confusion.items()}, list(sketch.classes)
 
 
 def run_faithfulness(p: dict, test: ImageData, models: dict) -> pd.DataFrame:
@@ -177,6 +203,8 @@ class Outcome:
     pacs: pd.DataFrame
     majority: dict
     pacs_sizes: dict
+    sketch_confusion: dict
+    pacs_classes: list
     food: pd.DataFrame | None
     food_histories: dict
     n_train: int
@@ -193,9 +221,10 @@ def run_all(p: dict, progress: bool = False) -> Outcome:
     cifar, histories, models = run_seeds(p, pool, val, test, best)
     examples = pick_examples(test, models[SA, 0], p["overlay_images"])
     faith = run_faithfulness(p, test, models)
-    pacs, majority, sizes = run_pacs(p, best)
+    pacs, majority, sizes, confusion, classes = run_pacs(p, best)
     food, food_hist = run_food(p) if p["food"] else (None, {})
     write_results(pd.concat([cifar, pacs] + ([food] if food is not None else []), ignore_index=True),
                   NOTEBOOK, p["profile"])
-    return Outcome(grid, best, cifar, histories, examples, faith, pacs, majority, sizes, food, food_hist,
-                   len(subset(pool, p["n_per_class"], 0)), len(val), len(test), test.num_classes * p["faith_per_class"])
+    return Outcome(grid, best, cifar, histories, examples, faith, pacs, majority, sizes, confusion, classes, food,
+                   food_hist, len(subset(pool, p["n_per_class"], 0)), len(val), len(test),
+                   test.num_classes * p["faith_per_class"])
