@@ -32,7 +32,6 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ibnb.book.guard import RunnerError
 from ibnb.book.tables import Table, table
 from ibnb.core.utils import atomic_write
 
@@ -125,6 +124,7 @@ def estimate_notebooks(names: Sequence[str], *, profile: str, overrides: dict[st
                        echo: bool = True, save: bool = True) -> list[dict]:
     """Estimate every selected chapter at ``profile``, print a line each and merge them into the table."""
     from ibnb.book import dryrun
+    from ibnb.book.guard import RunnerError
     from ibnb.book.provenance import git_commit
     from ibnb.book.runner import Paths, find_notebooks
 
@@ -217,7 +217,7 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
     if len(gpu):
         parts.append(f"The `gpu` profile of the {len(gpu)} chapters estimated needs {_sig(gpu['gpu PFLOP'].sum())} "
                      f"PFLOP of training, about {gpu['H100-h (est.)'].sum():,.1f} H100-hours at {GPU_UTIL:.0%} of the dense "
-                     "bf16 peak (an estimate: no `gpu` run has been measured).")
+                     "bf16 peak (an estimate at that assumed rate; the rates measured on a GPU, below, are lower).")
     chapters = [s for s in notebooks if s in set(estimates["notebook"])]
     for prof in ("cpu", "gpu"):
         lacking = [s for s in chapters if not ((estimates["notebook"] == s) & (estimates["profile"] == prof)).any()]
