@@ -56,6 +56,8 @@ def test_judge_no_effect_claims_and_gate():
     assert C.judge("c", "", "s", eff([0.1, 2.0, -1.5]), direction=0, margin=1).verdict == C.INCONCLUSIVE
     gated = C.judge("c", "", "s", eff([3.0, 2.5, 3.5]), gate=(False, "encoder below raw pixels"))
     assert gated.verdict == C.NOT_TESTABLE and gated.reason == "encoder below raw pixels"
+    both = C.judge("c", "", "s", eff([3.0, 2.5, 3.5], converged=False), gate=(False, "baselines off"))
+    assert both.verdict == C.NOT_TESTABLE and "convergence" in both.reason and both.reason.endswith("baselines off")
     with pytest.raises(ValueError):
         C.judge("c", "", "s", eff([1.0, 1, 1]), direction=0)
 
@@ -104,6 +106,9 @@ def test_budget_halving_probe_passes_a_saturated_annealed_run_and_only_that():
     bad = check_convergence(annealed, probe=far)
     assert not bad.passed and "last 2 of 8 epochs" in bad.reason and "+3.0 points" in bad.reason
     assert not check_convergence(annealed, probe=annealed).passed  # a probe must be shorter than the run
+    fell = check_convergence(pd.DataFrame({"train_loss": np.linspace(2.0, 0.8, 8),
+                                           "val_acc": [0.5, 0.6, 0.7, 0.72, 0.7, 0.71, 0.7, 0.69]}))
+    assert fell.passed and "lost 2.0 points" in fell.reason and "passes" in fell.reason  # a fall reads as one
     no_val = pd.DataFrame({"train_loss": np.linspace(2.0, 1.0, 8)})
     assert check_convergence(no_val, probe=pd.DataFrame({"train_loss": [2.0, 1.5, 1.01]})).passed
     assert not check_convergence(no_val, probe=pd.DataFrame({"train_loss": [2.0, 1.5, 1.2]})).passed
@@ -124,3 +129,17 @@ def test_answer_box_counts_and_reasons():
     box = answer_box(Audit(cl), "cpu")._repr_markdown_()
     assert "1 supported" in box and "1 not testable" in box and "2 seeds, fewer than 3" in box
     assert "ibnb-answer" in box
+
+
+def test_calibration_table_says_a_shared_source_and_setting_once():
+    """Columns with one value in every row (of three or more) move above the table; with two rows they stay."""
+    from ibnb.book.page import calibration_table
+
+    rows = [C.Calibration(f"model {i} accuracy", eff([70.0 + i, 71.0, 69.0]), 70.0, "atanov2019deep", "same setting", 3.0)
+            for i in range(3)]
+    md = calibration_table(Audit([], rows)).markdown
+    head = md.split("\n\n", 1)
+    assert head[0].startswith("All rows share the source {cite:t}`atanov2019deep` and the setting “same setting”")
+    assert "| source |" not in head[1] and "| setting |" not in head[1] and "| quantity |" in head[1]
+    two = calibration_table(Audit([], rows[:2])).markdown
+    assert two.startswith("| quantity | setting |") and "| source |" in two

@@ -177,14 +177,17 @@ def judge(claim: str, source: str, setting: str, effect: Effect | None, *, direc
         return verdict(NOT_TESTABLE, untestable)
     if effect is None or effect.n == 0:
         return verdict(NOT_TESTABLE, "no runs measure it at this profile")
+    failing = []  # every precondition that fails, in this order (the first names the reason's class)
     if effect.n < min_seeds:
-        return verdict(NOT_TESTABLE, f"{effect.n} seed{'s' if effect.n != 1 else ''}, fewer than {min_seeds}")
+        failing.append(f"{effect.n} seed{'s' if effect.n != 1 else ''}, fewer than {min_seeds}")
     if not effect.all_converged:
         missing = effect.runs - effect.converged
-        return verdict(NOT_TESTABLE, f"{missing} of {effect.runs} runs did not pass the convergence check"
+        failing.append(f"{missing} of {effect.runs} runs did not pass the convergence check"
                        if effect.runs else "no convergence record for its runs")
     if gate is not None and not gate[0]:
-        return verdict(NOT_TESTABLE, gate[1])
+        failing.append(gate[1])
+    if failing:
+        return verdict(NOT_TESTABLE, "; and ".join(failing))
     lo, hi = effect.low, effect.high
     if direction == 0:
         if -margin <= lo and hi <= margin:

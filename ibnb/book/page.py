@@ -72,7 +72,7 @@ def answer_box(audit: Audit | Sequence[Claim], profile: str) -> Markdown:
     if isinstance(audit, Audit) and audit.calibration:
         off = [c for c in audit.calibration if not c.within]
         lines.append("")
-        lines.append(f"Calibration: {len(audit.calibration) - len(off)} of {len(audit.calibration)} baselines "
+        lines.append(f"Calibration: {len(audit.calibration) - len(off)} of {len(audit.calibration)} calibration rows "
                      f"within tolerance of their published anchors" + (
                          " (off: " + "; ".join(f"{c.quantity} {c.row()['difference']}" for c in off)
                          + ")." if off else "."))
@@ -115,10 +115,20 @@ def calibration_table(audit: Audit):
     """The calibration rows as a book table."""
     import pandas as pd
 
-    from ibnb.book.tables import table
+    from ibnb.book.tables import cite, table
 
     df = pd.DataFrame([c.row() for c in audit.calibration])
-    return table(df.drop(columns=["tolerance"]) if len(df) else df)
+    if not len(df):
+        return table(df)
+    df = df.drop(columns=["tolerance"])
+    # a column with one value in every row (of three or more) is said once, above the table
+    lifted = [c for c in ("source", "setting", "note") if len(df) >= 3 and df[c].nunique() == 1]
+    out = table(df.drop(columns=lifted))
+    said = [f"the {c} {cite(df[c].iloc[0])}" if c == "source" else f"the {c} “{df[c].iloc[0]}”"
+            for c in lifted if df[c].iloc[0]]
+    if said:
+        out.markdown = f"All rows share {' and '.join(said)}.\n\n{out.markdown}"
+    return out
 
 
 def publish(stem: str, P: dict, audit: Audit, numbers: dict | None = None, figures: dict | None = None,

@@ -79,9 +79,8 @@ def _halving(frame: pd.DataFrame, probe: pd.DataFrame, check: ConvergenceCheck) 
     if acc is not None and probe_acc is not None:
         gain = float(acc[-1] - probe_acc[-1])
         ok = gain <= check.acc_tol
-        return Convergence(ok, f"doubling the budget ({budget}) {'gained' if gain > 0 else 'changed'} "
-                               f"{100 * gain:+.1f} points of validation accuracy ({'<=' if ok else '>'} "
-                               f"{100 * check.acc_tol:g})")
+        return Convergence(ok, f"doubling the budget ({budget}) {_moved(gain)} of validation accuracy "
+                               f"({'passes' if ok else 'fails'}: at most {100 * check.acc_tol:g} may be gained)")
     for name, col in (("validation", "val_loss"), ("training", "train_loss")):
         loss, probe_loss = _finite(frame, col), _finite(probe, col)
         if loss is not None and probe_loss is not None:
@@ -90,6 +89,11 @@ def _halving(frame: pd.DataFrame, probe: pd.DataFrame, check: ConvergenceCheck) 
             return Convergence(ok, f"doubling the budget ({budget}) lowered the final {name} loss by "
                                    f"{100 * drop:.1f} % ({'<=' if ok else '>'} {100 * check.loss_rtol:g} %)")
     return Convergence(False, "the run and its budget probe share no finite curve to compare")
+
+
+def _moved(gain: float) -> str:
+    """``"gained +1.4 points"`` or ``"lost 2.1 points"`` (a fraction of accuracy in points)."""
+    return f"gained {100 * gain:+.1f} points" if gain > 0 else f"lost {100 * -gain:.1f} points" if gain < 0 else "gained 0.0 points"
 
 
 def half_budget(epochs: int, warmup_epochs: float = 0.0) -> tuple[int, float] | None:
@@ -115,9 +119,9 @@ def _plateau(frame: pd.DataFrame, check: ConvergenceCheck) -> Convergence:
     if acc is not None:
         gain = float(acc[n - q:].max() - acc[:n - q].max())
         ok = gain <= check.acc_tol
-        return Convergence(ok, f"validation accuracy {'gained' if gain > 0 else 'changed'} {100 * gain:+.1f} "
-                               f"points in the last {q} of {n} epochs ({'<=' if ok else '>'} "
-                               f"{100 * check.acc_tol:g})")
+        return Convergence(ok, f"the best validation accuracy of the last {q} of {n} epochs {_moved(gain)} "
+                               f"against the best before ({'passes' if ok else 'fails'}: at most "
+                               f"{100 * check.acc_tol:g} may be gained)")
     name, loss = ("validation", _finite(frame, "val_loss"))
     if loss is None:
         name, loss = "training", train

@@ -9,6 +9,8 @@ bound, the train steps), ``source.py`` (source nets and VAEs), ``sweep.py`` (the
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from ibnb.book.claims import NOT_TESTABLE, effect_of, group_effect, tally
@@ -19,6 +21,7 @@ from ibnb.chapters.deep_weight_prior import figures as _figures
 from ibnb.chapters.deep_weight_prior.presets import NOTEBOOK
 from ibnb.chapters.deep_weight_prior.source import HELD_PER_CLASS
 from ibnb.chapters.deep_weight_prior.sweep import Outcome, run_sweep
+from ibnb.core.models.bayesian import TRUNC_ALPHA_INIT
 from ibnb.core.reference import changes
 
 __all__ = ["NOTEBOOK", "Outcome", "run", "audit", "numbers", "figures", "tables"]
@@ -42,6 +45,7 @@ def _source_numbers(out: Outcome, P: dict) -> dict:
     st = out.source_table
     return {"n_src": len(out.source), "n_nets": P["n_source_nets"], "w1": P["width1"], "w2": P["width2"],
             "src_epochs": P["source_epochs"], "src_held": HELD_PER_CLASS * len(out.source.classes),
+            "n_src_classes": len(out.source.classes), "src_chance": Markdown(f"{100 / len(out.source.classes):.0f} %"),
             "src_acc": Markdown(effect_of(st["source_acc"].tolist(), unit="%",
                                           converged=st["converged"].tolist()).text(signed=False)),
             "src_converged": int(st["converged"].sum()), "zdim": P["z_dim"], "vae_steps": P["vae_steps"],
@@ -54,6 +58,8 @@ def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
     lo, hi = min(P["sizes"]), max(P["sizes"])
     steps = int(small["steps"].max())
     n = {"sizes_txt": Markdown(", ".join(f"{s:,}" for s in P["sizes"])), "n_seeds": P["seeds"],
+         "nll_chance": Markdown(f"{math.log(10):.2f}"), "alpha_logit": Markdown(f"{TRUNC_ALPHA_INIT:g}"),
+         "alpha_init": Markdown(f"{1 / (1 + math.exp(-TRUNC_ALPHA_INIT)):.2f}"),
          "steps": steps, "round_images": P["round_images"], "ls2_init": float(P["log_sigma2_init"]),
          "classifier_txt": Markdown("is deterministic (no prior, no KL), as in the authors' code"
                                     if P["classifier_prior"] == "none" else "has a N(0,1) prior"), "kl_ratio": hi // lo,
@@ -67,8 +73,8 @@ def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
                               "that of the posterior mean"),
          "schedule_txt": Markdown({"linear": "decayed linearly to 0, as in the authors' code", "constant": "constant",
                                    "cosine": "cosine-decayed to 0"}[P["target_schedule"]])}
-    mean_lo = small[small["n_train"] == lo].groupby("method")["test_acc"].mean().sort_values(ascending=False)
-    n["best_lo"] = Markdown(f"`{mean_lo.index[0]}`")
+    n["best_lo"] = Markdown(_best_text(e, P["methods"], lo))
+    n.update(_val_drop_numbers(small, lo))
     fin = small.groupby(["method", "n_train"])["final_nll"].mean()
     for m in P["methods"]:
         key = KEYS[m]
@@ -80,6 +86,36 @@ def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
             n[f"avg_{key}"] = Markdown(e["avg"][m].text())
         n[f"nll_{key}_lo"] = float(fin.loc[(m, lo)])
     return n
+
+
+def _best_text(e: dict, methods: list[str], size: int) -> str:
+    """The method with the highest mean test accuracy at ``size`` and the methods whose intervals overlap its."""
+    acc = {m: e["acc"][(m, size)] for m in methods}
+    best = max(acc, key=lambda m: acc[m].mean)
+    tied = [m for m in methods if m != best and acc[m].high >= acc[best].low and acc[best].high >= acc[m].low]
+    text = f"`{best}` by its mean"
+    if tied:
+        text += (f", but its interval overlaps those of {', '.join(f'`{m}`' for m in tied)}: at this size the "
+                 f"intervals do not separate {'them' if len(tied) > 1 else 'the two'}")
+    return text
+
+
+def _val_drop_numbers(small: pd.DataFrame, size: int) -> dict:
+    """How far each run at ``size`` ends below its own best validation accuracy (points): the DWP's range and the
+    other methods' range."""
+    d = small[small["n_train"] == size].assign(drop=lambda x: 100 * (x["best_val_acc"] - x["final_val_acc"]))
+    dwp, rest = d[d["method"] == "DWP"]["drop"], d[d["method"] != "DWP"]["drop"]
+    rng = lambda v: f"{v.min():.1f}–{v.max():.1f}" if len(v) else "—"  # noqa: E731
+    return {"drop_dwp_lo": Markdown(rng(dwp)), "drop_rest_lo": Markdown(rng(rest)), "drop_n_dwp": len(dwp)}
+
+
+def _failed_text(df: pd.DataFrame) -> str:
+    """Every run that failed its convergence check, named (method, training images, seed) with the check's reason."""
+    bad = df[~df["converged"].astype(bool)]
+    if bad.empty:
+        return "none"
+    return "; ".join(f"{r.method}, {int(r.n_train):,} images, seed {int(r.seed)} ({r.convergence})"
+                     for r in bad.itertuples())
 
 
 def _init_numbers(out: Outcome, P: dict, e: dict) -> dict:
@@ -135,8 +171,31 @@ def numbers(out: Outcome, P: dict) -> dict:
              cal_tol=_audit.TOLERANCE, gate=Markdown(gate[1] or "the baselines are within tolerance"),
              calibration_reading=Markdown(_calibration_reading(a.calibration, gate)),
              protocol_txt=Markdown(_protocol_text(P, int(_audit.small_runs(out.df)["steps"].max()))),
-             earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)))
+             earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)),
+             earlier_setting=Markdown(_audit.EARLIER_SETTING), gate_names=Markdown(_names(_audit.GATE_BASELINES)),
+             failed_runs=Markdown(_failed_text(out.df)), n_failed=int((~out.df["converged"].astype(bool)).sum()),
+             n_runs=len(out.df), gpu_txt=Markdown(_gpu_text()))
     return n
+
+
+def _names(methods) -> str:
+    return " and ".join([", ".join(methods[:-1]), methods[-1]] if len(methods) > 1 else list(methods))
+
+
+def _gpu_text() -> str:
+    """How far the ``gpu`` profile follows the authors' protocol (:data:`claims_audit.AUTHORS`), generated."""
+    from ibnb.book.profiles import presets
+
+    g, a = presets(NOTEBOOK)["gpu"], _audit.AUTHORS
+    same_widths = (g["width1"], g["width2"]) == tuple(a["widths"])
+    steps_50 = g["target_steps"] == a["epochs_50"]
+    return (f"the `gpu` profile runs {'the authors’' if same_widths else 'other'} conv widths ({g['width1']}/"
+            f"{g['width2']}) and {g['target_steps']:,} steps per run, which "
+            + (f"equals their {a['epochs_50']:,} full-batch epochs at 50 images only" if steps_50
+               else f"differs from their {a['epochs_50']:,} full-batch epochs")
+            + f"; it trains {g['n_source_nets']} source nets (theirs: {a['n_source_nets']}) on PACS sketches (theirs: "
+            f"notMNIST) and VAEs of hidden width {g['vae_hidden']} (theirs: {a['vae_hidden'][0]} and "
+            f"{a['vae_hidden'][1]})")
 
 
 def figures(out: Outcome, P: dict) -> dict:
@@ -148,13 +207,28 @@ def figures(out: Outcome, P: dict) -> dict:
             "fig_init": _figures.init_curves(out.init_histories, P["inits"], P["init_seeds"])}
 
 
+def _seeds_in_header(frame: pd.DataFrame, signed: bool = True) -> pd.DataFrame:
+    """Effects as text; where every effect of the table has the same number of seeds, ``n`` is said once in the
+    first header instead of in every cell."""
+    cells = [v for col in frame.columns[1:] for v in frame[col]]
+    ns = {v.n for v in cells}
+    if len(ns) != 1:
+        return frame.apply(lambda col: col.map(lambda v: v.text(signed=signed) if hasattr(v, "text") else v))
+    n = ns.pop()
+    text = frame.apply(lambda col: col.map(lambda v: v.text(signed=signed).rsplit(", n = ", 1)[0]
+                                           if hasattr(v, "text") else v))
+    first = text.columns[0]
+    return text.rename(columns={first: f"{first} (n = {n} seed{'s' if n != 1 else ''} per cell)"})
+
+
 def tables(out: Outcome, P: dict) -> dict:
     """The chapter's tables by name (all through :func:`ibnb.book.tables.table`)."""
     e = _audit.effects(out.df, P)
-    accuracy = pd.DataFrame([{"method": m, **{f"{n:,} images": e["acc"][(m, n)].text(signed=False)
-                                              for n in P["sizes"]}} for m in P["methods"]])
-    versus = pd.DataFrame([{"DWP − …": m, **{f"{n:,} images": e["vs"][(m, n)].text() for n in P["sizes"]},
-                            "averaged over sizes": e["avg"][m].text()} for m in P["methods"] if m != "DWP"])
+    accuracy = pd.DataFrame([{"method": m, **{f"{n:,} images": e["acc"][(m, n)] for n in P["sizes"]}}
+                             for m in P["methods"]])
+    versus = pd.DataFrame([{"DWP − …": m, **{f"{n:,} images": e["vs"][(m, n)] for n in P["sizes"]},
+                            "averaged over sizes": e["avg"][m]} for m in P["methods"] if m != "DWP"])
+    accuracy, versus = _seeds_in_header(accuracy, signed=False), _seeds_in_header(versus)
     st = out.source_table.assign(source_acc=lambda d: 100 * d["source_acc"])
     source = table(st, columns={"seed": "seed", "source_acc": "held-out accuracy (%)", "converged": "converged",
                                 "convergence": "convergence check"})

@@ -23,12 +23,15 @@ PAPER = {50: {"L2 (deterministic)": 75.1, "log-uniform": 76.6, "N(0,1)": 71.7, "
 TOLERANCE = 3.0  # points of test accuracy, every calibration row
 #: the authors' MNIST protocol as their released code runs it (bayesgroup/deep-weight-prior: README command,
 #: train-bnn.py, models/lenet.py, the results notebook), *quoted* for the comparison of protocols
-AUTHORS = {"widths": (32, 128), "source": "100 nets trained on notMNIST", "epochs_50": 10_000, "batch": 256,
+AUTHORS = {"widths": (32, 128), "n_source_nets": 100, "source": "100 nets trained on notMNIST", "epochs_50": 10_000,
+           "batch": 256, "vae_hidden": (32, 64),
            "eval": "an ensemble of 10 weight samples", "mc_samples": 10, "seeds": 10,
            "init": "the posterior means initialised from samples of the VAE (for the DWP and for the L2 baseline)",
            "vae": "latent 2 and hidden width 32 for the 7×7 kernels, latent 4 and hidden width 64 for the 5×5",
            "forward": "the local reparameterisation trick, a noise sample per pre-activation"}
-#: the verdicts of the previous `cpu` profile (commit d09017a: 80 steps per run, 3 seeds, 8-epoch source nets)
+#: the setting of the previous `cpu` profile whose verdicts :data:`EARLIER` holds (commit d09017a)
+EARLIER_SETTING = "80 steps per run, 3 seeds, 8-epoch source nets; commit d09017a"
+#: the verdicts of that profile
 EARLIER = {"DWP beats the log-uniform prior with little data": "not testable at this budget",
            "DWP beats the N(0,1) prior with little data": "not testable at this budget",
            "DWP beats a Gaussian prior fitted to the same source kernels": "not testable at this budget",
@@ -89,8 +92,10 @@ def calibration(df: pd.DataFrame, p: dict) -> list[Calibration]:
             continue
         d = small[small["n_train"] == n]
         steps = int(d["steps"].max()) if len(d) else 0
+        theirs = (f"{AUTHORS['epochs_50']:,} full-batch epochs" if n == 50 else
+                  "the schedule of their code at this size (its README gives the 50-image command only)")
         setting = (f"ours: {steps:,} steps of batch {min(p['target_batch'], n)}, {_seeds(p['seeds'])}; "
-                   f"theirs: {AUTHORS['epochs_50']:,} full-batch epochs at 50 images, {AUTHORS['seeds']} seeds")
+                   f"theirs: {theirs}, {AUTHORS['seeds']} seeds")
         for m, value in published.items():
             if m in p["methods"]:
                 rows.append(Calibration(f"{m} test accuracy, {n:,} images", group_effect(d, where={"method": m}),

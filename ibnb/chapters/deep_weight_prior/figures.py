@@ -30,12 +30,14 @@ def _bare(ax) -> None:
     ax.grid(False)
 
 
-def source_examples(src: ImageData, n: int = 10) -> plt.Figure:
-    """``n`` source images spread over the dataset, with their class names."""
-    idx = [j * (len(src) // n) for j in range(n)]
+def source_examples(src: ImageData, per_class: int = 2) -> plt.Figure:
+    """The first ``per_class`` source images of every class, side by side, each under its class name."""
+    idx = [int(i) for c in range(len(src.classes)) for i in torch.nonzero(src.y == c).flatten()[:per_class]]
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 1.3))
+    side = src.x.shape[-1]
     ax.imshow(_mosaic([src.x[i, 0].float().numpy() for i in idx], gap=2), cmap="gray", vmin=0, vmax=1)
-    ax.set_xticks([j * 30 + 14 for j in range(n)], [src.classes[int(src.y[i])] for i in idx], fontsize=8)
+    ax.set_xticks([j * (side + 2) + side // 2 for j in range(len(idx))], [src.classes[int(src.y[i])] for i in idx],
+                  fontsize=7, rotation=30)
     ax.set_yticks([])
     ax.grid(False)
     return fig

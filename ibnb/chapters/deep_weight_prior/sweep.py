@@ -105,7 +105,8 @@ def run_small_data(p: dict, kernels: dict, vaes: dict, progress: bool = False) -
         reg = [c for c in ("train_kl", "train_l2") if c in hist.frame][0]
         rows.append(dict(**_row("small_data", method, method, model, train, test, hist, seed, epochs, device, p, n),
                          steps=epochs * (len(train) // batch), final_nll=hist.frame["train_nll"].iloc[-1],
-                         final_reg=hist.frame[reg].iloc[-1]))
+                         final_reg=hist.frame[reg].iloc[-1], best_val_acc=float(hist.frame["val_acc"].max()),
+                         final_val_acc=float(hist.frame["val_acc"].iloc[-1])))
     return pd.DataFrame(rows)
 
 
