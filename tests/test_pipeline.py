@@ -392,3 +392,12 @@ def test_injected_parameters_are_hidden_like_the_parameters_cell():
                    nbformat.v4.new_code_cell("a = 2", metadata={"tags": ["injected-parameters"]})]
     runner.hide_injected_like_parameters(shown)
     assert shown.cells[1].metadata["tags"] == ["injected-parameters"]
+
+
+def test_cpu_timings_name_the_instruction_set():
+    """A CPU wall time says which vector units it ran on (AVX-512 BF16 vs AVX2 differ ~3x for conv nets)."""
+    from ibnb.book.runner import with_cpu_isa
+
+    cpu = with_cpu_isa("cpu (x86_64)")
+    assert cpu.startswith("cpu (x86_64; ") and cpu.endswith(")") and "bf16" in cpu
+    assert with_cpu_isa("cuda (NVIDIA H200)") == "cuda (NVIDIA H200)" and with_cpu_isa("unknown") == "unknown"

@@ -159,6 +159,21 @@ def provenance_fields(nb: nbformat.NotebookNode) -> dict[str, str]:
     return {}
 
 
+def with_cpu_isa(device: str) -> str:
+    """``device`` with this machine's vector instruction set and bf16 support added when it is a CPU
+    (``cpu (x86_64; AVX512, bf16)``): two 2-core machines of one name can differ threefold in conv-net speed
+    (AVX-512 BF16 against AVX2), so a wall time names the one it was measured on. The runner executes the page
+    on the machine it runs on, so it reads them here."""
+    if not device.startswith("cpu"):
+        return device
+    import torch
+
+    from ibnb.core.precision import cpu_has_bf16
+
+    isa = f"{torch.backends.cpu.get_cpu_capability()}, {'bf16' if cpu_has_bf16() else 'no bf16'}"
+    return device[:-1] + f"; {isa})" if device.endswith(")") else f"{device} ({isa})"
+
+
 def record_timing(paths: Paths, nb: nbformat.NotebookNode, stem: str) -> Path:
     """Upsert this execution's wall time into ``<results>/timings.csv`` (one row per notebook and profile),
     which the reproduce page shows; the device and threads come from the page's provenance box."""
@@ -167,7 +182,7 @@ def record_timing(paths: Paths, nb: nbformat.NotebookNode, stem: str) -> Path:
 
     meta, prov = nb.metadata["ibnb"], provenance_fields(nb)
     row = {"notebook": stem, "profile": meta["profile"], "wall_s": meta["wall_s"],
-           "executed_at": meta["executed_at"], "device": prov.get("device", "unknown"),
+           "executed_at": meta["executed_at"], "device": with_cpu_isa(prov.get("device", "unknown")),
            "cpu_threads": prov.get("CPU threads", "unknown"), "commit": prov.get("commit", "unknown")}
     path = paths.results_dir / "timings.csv"
     read_timings(paths.results_dir)  # a damaged log is an error naming file, row and column, never rewritten
