@@ -206,7 +206,10 @@ def _outcome(sam_gain: float, seeds: int = 3, converged: bool = True, sharp_chan
     mix = pd.DataFrame([dict(model=P["mix_model"], seed=s, method=f"{meth}+{op}", rho=r, mix=op, adaptive=False,
                              test_acc=0.4 + 0.002 * rng.standard_normal(), converged=converged)
                         for s in range(seeds) for op in P["mixes"] for meth, r in ((ADAMW, 0.0), ("sam ρ=0.05", 0.05))])
-    out = Outcome(main, hists, mix, pd.DataFrame(sharp), pd.DataFrame(), {}, pd.DataFrame(), None, 60, 30, 50)
+    from ibnb.chapters.vit_sam.search import Search
+
+    out = Outcome(main, hists, mix, pd.DataFrame(sharp), pd.DataFrame(), {}, Search(pd.DataFrame()), pd.DataFrame(),
+                  None, 60, 30, 50)
     return out, P
 
 
@@ -237,3 +240,25 @@ def test_calibration_rows_carry_the_published_sam_gain_and_vit_number():
     cal = A.calibration(out, P)
     assert cal[0].published == pytest.approx(0.8) and cal[0].within
     assert cal[1].published == pytest.approx(91.38) and not cal[1].within
+
+
+def test_optuna_search_replays_its_trials_and_reruns_the_chosen_setting():
+    """Seeded TPE: a second search over the same cached runs proposes the same trials (all from the cache); four
+    trials give fANOVA importances over the three hyperparameters; the chosen setting is re-run with every seed."""
+    from ibnb.book.profiles import resolve
+    from ibnb.chapters.vit_sam.search import run_chosen, run_search
+    from ibnb.core.bench import random_data
+
+    p = resolve("08_vit_sam", profile="smoke", search_trials=4, device="cpu")
+    pool, val, test = random_data(200), random_data(30), random_data(30)
+    first, again = run_search(p, pool, val), run_search(p, pool, val)
+    assert len(first.trials) == 4 and first.trials[["lr", "weight_decay", "rho"]].equals(
+        again.trials[["lr", "weight_decay", "rho"]])
+    assert again.trials["cached"].all() and not first.trials["cached"].any()
+    assert set(first.importances) == {"lr", "weight_decay", "rho"}
+    assert abs(sum(first.importances.values()) - 1) < 1e-6
+    chosen = run_chosen(p, pool, val, test, first)
+    assert len(chosen) == p["seeds"] and (chosen["lr"] == first.best["lr"]).all()
+    assert (chosen["experiment"] == "searched").all() and (chosen["n_test"] == 30).all()
+    few = run_search(resolve("08_vit_sam", profile="smoke", search_trials=2, device="cpu"), pool, val)
+    assert few.importances == {} and "fewer than" in few.importance_note

@@ -160,14 +160,11 @@ def provenance_fields(nb: nbformat.NotebookNode) -> dict[str, str]:
 
 
 def with_cpu_isa(device: str) -> str:
-    """``device`` with this machine's vector instruction set and bf16 support added when it is a CPU
-    (``cpu (x86_64; AVX512, bf16)``): two 2-core machines of one name can differ threefold in conv-net speed
-    (AVX-512 BF16 against AVX2), so a wall time names the one it was measured on. The runner executes the page
-    on the machine it runs on, so it reads them here."""
+    """``device`` plus this CPU's vector instruction set and bf16 support (``cpu (x86_64; AVX512, bf16)``): two
+    2-core machines of one name can differ threefold in conv-net speed (AVX-512 BF16 against AVX2)."""
     if not device.startswith("cpu"):
         return device
     import torch
-
     from ibnb.core.precision import cpu_has_bf16
 
     isa = f"{torch.backends.cpu.get_cpu_capability()}, {'bf16' if cpu_has_bf16() else 'no bf16'}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ibnb.book.claims import NOT_TESTABLE, group_effect, tally
+from ibnb.book.claims import NOT_TESTABLE, group_effect, paired_effect, tally
 from ibnb.book.page import Audit, Markdown
 from ibnb.book.tables import Table, table
 from ibnb.chapters.vit_sam import claims_audit as _audit
@@ -101,12 +101,7 @@ def numbers(out: Outcome, P: dict) -> dict:
              sa_spread=Markdown("a narrow range (less than 0.3), so the layer reweights positions only mildly"
                                 if spread < 0.3 else "a wide range (at least 0.3): the layer suppresses some "
                                                      "positions strongly"))
-    s, best = out.search, out.search.sort_values("val_acc", ascending=False).iloc[0]
-    n.update(n_trials=len(s), search_epochs=P["search_epochs"], search_label=Markdown(_audit.label(P["search_model"])),
-             search_spread=float(100 * (s["val_acc"].max() - s["val_acc"].min())),
-             search_best=Markdown(f"learning rate {best['lr']:.2g}, weight decay {best['weight_decay']:.2g}, "
-                                  + (f"SAM with ρ = {best['rho']:g}" if best["rho"] > 0 else "AdamW without SAM")
-                                  + f" ({100 * best['val_acc']:.1f} % validation accuracy)"))
+    n.update(_search_numbers(out, P))
     claims = _audit.claims(out, P)
     t = tally(claims)
     n.update(n_claims=len(claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(claims) - t[NOT_TESTABLE],
@@ -115,6 +110,29 @@ def numbers(out: Outcome, P: dict) -> dict:
     n.update(cal_sam=Markdown(cal[0].ours.text()), cal_vit=Markdown(cal[1].ours.text(signed=False)),
              cal_vit_gap=float(-cal[1].difference), cal_data_factor=float(50_000 / out.n_train))
     return n
+
+
+def _search_numbers(out: Outcome, P: dict) -> dict:
+    """The search's glue: trials, spread, the best trial, importances and the chosen setting against the default."""
+    s, best = out.search.trials, out.search.best
+    imp = out.search.importances
+    names = {"lr": "the learning rate", "weight_decay": "the weight decay", "rho": "ρ"}
+    importance = ("; ".join(f"{names.get(k, k)} {v:.2f}" for k, v in imp.items()) if imp
+                  else f"not estimated ({out.search.importance_note})")
+    chosen = out.chosen.assign(setting="searched")
+    default = out.main[(out.main["model"] == P["search_model"]) & (out.main["method"] == ADAMW)]
+    both = pd.concat([chosen, default.assign(setting="default")], ignore_index=True)
+    return dict(n_trials=len(s), search_epochs=P["search_epochs"], search_seed=P["search_seed"],
+                search_label=Markdown(_audit.label(P["search_model"])),
+                search_spread=float(100 * (s["val_acc"].max() - s["val_acc"].min())),
+                search_best=Markdown(f"learning rate {best['lr']:.2g}, weight decay {best['weight_decay']:.2g}, "
+                                     + (f"SAM with ρ = {best['rho']:g}" if best["rho"] > 0 else "AdamW without SAM")
+                                     + f" ({100 * best['val_acc']:.1f} % validation accuracy, trial "
+                                       f"{int(best['trial']) + 1})"),
+                search_importance=Markdown(importance),
+                chosen_acc=Markdown(group_effect(chosen).text(signed=False)),
+                chosen_vs_default=Markdown(paired_effect(both, "setting", "searched", "default").text()),
+                default_lr=float(P["lr"]), default_wd=float(P["weight_decay"]))
 
 
 def figures(out: Outcome, P: dict) -> dict:
@@ -129,7 +147,8 @@ def figures(out: Outcome, P: dict) -> dict:
             "fig_mixing": _figures.mixing_figure(_allmix(out, P)), "fig_sharpness": _figures.sharpness_figure(out.sharp),
             "fig_slices": _figures.slice_figure(out.slices),
             "fig_train_sharpness": _figures.train_sharpness_figure(out.hists, _audit.sam_ref(P)),
-            "fig_maps": _figures.maps_figure(out.rollout), "fig_search": _figures.search_figure(out.search)}
+            "fig_maps": _figures.maps_figure(out.rollout),
+            "fig_search": _figures.search_figure(out.search.trials, out.search.importances, out.search.importance_note)}
 
 
 def tables(out: Outcome, P: dict) -> dict[str, Table]:
@@ -150,7 +169,7 @@ def tables(out: Outcome, P: dict) -> dict[str, Table]:
            for (op, opt), d in am.groupby(["mix", "optimiser"], sort=False)]
     sharp = out.sharp.groupby(["model", "method"], sort=False)[["train_loss", "pga_sharpness", "hessian_top"]].mean()
     sharp = sharp.reset_index().assign(model=lambda d: d["model"].map(lambda m: LABELS.get(m, m)))
-    search = out.search.sort_values("val_acc", ascending=False)[["trial", "lr", "weight_decay", "rho", "val_acc"]]
+    search = out.search.trials.sort_values("val_acc", ascending=False)[["trial", "lr", "weight_decay", "rho", "val_acc"]]
     search = search.assign(trial=[str(t + 1) for t in search["trial"]])
     return {"runs": table(pd.DataFrame(rows)), "effects": table(effects), "mixing": table(pd.DataFrame(mix)),
             "sharpness": table(sharp, columns={"model": "model", "method": "method",

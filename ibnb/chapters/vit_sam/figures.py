@@ -160,13 +160,22 @@ def maps_figure(ro: dict) -> plt.Figure:
     return fig
 
 
-def search_figure(search: pd.DataFrame) -> plt.Figure:
-    """Validation accuracy of every trial against lr (colour: ρ, marker size: weight decay)."""
-    fig, ax = plt.subplots(figsize=(0.7 * PAGE_WIDTH, 3.0))
-    sc = ax.scatter(search["lr"], 100 * search["val_acc"], c=search["rho"], cmap="viridis",
-                    s=40 + 400 * search["weight_decay"], edgecolors="k")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("validation accuracy (%)")
-    fig.colorbar(sc, ax=ax, label="ρ (0 = AdamW)")
+def search_figure(trials: pd.DataFrame, importances: dict, note: str = "") -> plt.Figure:
+    """Left: validation accuracy of every trial in the order TPE proposed it, with the best so far; right: the
+    fANOVA importance of each hyperparameter (or why there is none)."""
+    fig, (ax, imp) = panel_grid(2, height=3.0)
+    acc = 100 * trials["val_acc"]
+    sc = ax.scatter(trials["trial"] + 1, acc, c=trials["rho"], cmap="viridis", edgecolors="k", s=30, zorder=3)
+    ax.step(trials["trial"] + 1, acc.cummax(), where="post", color="k", lw=1, label="best so far")
+    ax.set(xlabel="trial (order proposed)", ylabel="validation accuracy (%)", title="search history")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.colorbar(sc, ax=ax, label="ρ (0 = base optimiser)")
+    if importances:
+        names = {"lr": "learning rate", "weight_decay": "weight decay", "rho": "ρ"}
+        keys = list(importances)[::-1]
+        imp.barh([names.get(k, k) for k in keys], [importances[k] for k in keys], color="C0")
+        imp.set(xlabel="fANOVA importance (share of variance)", title="parameter importance", xlim=(0, 1))
+    else:
+        imp.axis("off")
+        imp.text(0.5, 0.5, f"no importance estimate:\n{note}", ha="center", va="center", fontsize=8, wrap=True)
     return fig

@@ -23,7 +23,7 @@ _FULL = {"cnn": {"width": 64}, "vit": {"dim": 256, "depth": 6, "heads": 8}, "res
 
 _COMMON = dict(dataset="cifar10", optimizer="adamw", schedule="cosine", augment="none", mixup_alpha=1.0,
                cutout_size=8, mixes=["mixup", "cutout"], pga_steps=5, sharp_rho=0.05, mix_rho=0.05,
-               asam_rho=0.0, sa_model="cnn_sa", slice_range=1.0, device="auto", compile=False)
+               asam_rho=0.0, sa_model="cnn_sa", slice_range=1.0, device="auto", compile=False, search_seed=0)
 PRESETS = {
     "smoke": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _TINY, "n_per_class": 6, "val_per_class": 3,
               "test_per_class": 5, "epochs": 1, "batch_size": 16, "seeds": 2, "lr": 2e-3, "weight_decay": 0.05,
@@ -33,7 +33,7 @@ PRESETS = {
     "cpu": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _SMALL, "n_per_class": 64, "val_per_class": 50,
             "test_per_class": 0, "epochs": 6, "batch_size": 64, "seeds": 3, "lr": 2e-3, "weight_decay": 0.05,
             "rhos": [0.02, 0.05, 0.1, 0.2], "mix_model": "vit", "sharp_n": 128, "hessian_iters": 10,
-            "slice_points": 21, "rollout_images": 4, "search_trials": 4, "search_epochs": 4,
+            "slice_points": 21, "rollout_images": 4, "search_trials": 20, "search_epochs": 4,
             "search_model": "vit", "arch_profile": "cpu"},
     "gpu": {**_COMMON, "models": ["resnet18", "vit"], "model_kw": _FULL, "n_per_class": 0, "val_per_class": 500,
             "test_per_class": 0, "epochs": 50, "batch_size": 256, "seeds": 3, "lr": 1e-3, "weight_decay": 0.05,
@@ -56,6 +56,7 @@ def validate(p: dict) -> None:
     require(len(p["rhos"]) >= 1 and all(r > 0 for r in p["rhos"]), "rhos: positive values")
     require(p["sharp_rho"] in p["rhos"] and p["mix_rho"] in p["rhos"], "sharp_rho and mix_rho must be in rhos")
     require(set(p["mixes"]) <= {"mixup", "cutout"}, "mixes: mixup and/or cutout")
-    require(min(p["epochs"], p["batch_size"], p["seeds"], p["search_epochs"]) >= 1, "epochs/batch/seeds >= 1")
+    require(min(p["epochs"], p["batch_size"], p["seeds"], p["search_epochs"], p["search_trials"]) >= 1,
+            "epochs, batch_size, seeds, search_epochs and search_trials >= 1")
     require(p["n_per_class"] >= 0 and p["val_per_class"] >= 1 and p["test_per_class"] >= 0, "split sizes")
     require(p["slice_points"] >= 3 and p["hessian_iters"] >= 1 and p["pga_steps"] >= 0, "measurement sizes")

@@ -7,7 +7,8 @@
 - :func:`run_sharpness` — PGA sharpness, top Hessian eigenvalue and a filter-normalised 1-D loss slice of the
   AdamW and SAM(ρ=``sharp_rho``) solutions of the main sweep;
 - :func:`run_rollout` — ViT attention-rollout maps next to the spatial-attention map of a CNN+SA;
-- :func:`run_search` — a seeded random search over (lr, weight decay, ρ) on the validation split;
+- :func:`ibnb.chapters.vit_sam.search.run_search` — Optuna's seeded TPE over (lr, weight decay, ρ) on the
+  validation split, and the chosen setting re-run with every seed (:func:`~ibnb.chapters.vit_sam.search.run_chosen`);
 - :func:`size_sweep` — ViT vs CNN across training-set sizes, read from chapter 01's results table (not retrained).
 
 Every run validates each epoch on the validation split carved from the training set, so its results row carries
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,9 @@ from ibnb.core.models import count_parameters
 from ibnb.core.reference import splits as reference_splits
 from ibnb.core.runs import train_or_load
 from ibnb.core.train import TrainConfig, device_name, evaluate
+
+if TYPE_CHECKING:
+    from ibnb.chapters.vit_sam.search import Search
 
 ADAMW, ADAMW2 = "adamw", "adamw ×2 epochs"
 
@@ -177,27 +182,6 @@ def run_rollout(p: dict, pool: ImageData, val: ImageData, test: ImageData, nets:
     return out
 
 
-def search_space(trials: int, seed: int = 0) -> list[dict]:
-    """``trials`` seeded random draws: lr log-uniform in [3e-4, 1e-2], weight decay log-uniform in [1e-3, 0.3],
-    ρ uniform in {0 (AdamW), 0.02, 0.05, 0.1, 0.2}."""
-    rng = np.random.default_rng(seed)
-    rhos = [0.0, 0.02, 0.05, 0.1, 0.2]
-    return [dict(lr=float(10 ** rng.uniform(math.log10(3e-4), -2)),
-                 weight_decay=float(10 ** rng.uniform(-3, math.log10(0.3))),
-                 rho=float(rhos[rng.integers(len(rhos))])) for _ in range(trials)]
-
-
-def run_search(p: dict, pool: ImageData, val: ImageData) -> pd.DataFrame:
-    """Random search for ``search_model`` on seed 0's training set, scored on the validation split."""
-    data, rows = train_subset(pool, p, 0), []
-    for i, c in enumerate(search_space(p["search_trials"])):
-        net, hist, cached = train(p, p["search_model"], data, val, seed=0, epochs=p["search_epochs"], rho=c["rho"],
-                                  lr=c["lr"], weight_decay=c["weight_decay"])
-        ev = evaluate(net, val)
-        rows.append(dict(trial=i, **c, val_acc=ev["acc"], val_nll=ev["nll"], cached=cached, **hist.columns()))
-    return pd.DataFrame(rows)
-
-
 def size_sweep(profile: str, models=("cnn", "vit", "resnet18")) -> pd.DataFrame | None:
     """Chapter 01's runs (original pixels) for ``models`` at ``profile``, or None when its table is missing."""
     if not results_path(ARCH_NOTEBOOK, profile).exists():
@@ -217,7 +201,8 @@ class Outcome:
     sharp: pd.DataFrame
     slices: pd.DataFrame
     rollout: dict
-    search: pd.DataFrame
+    search: "Search"
+    chosen: pd.DataFrame
     arch: pd.DataFrame | None
     n_train: int
     n_val: int
@@ -231,7 +216,10 @@ def run_all(p: dict, progress: bool = False) -> Outcome:
     mix = run_mixing(p, pool, val, test)
     sharp, slices = run_sharpness(p, pool, nets, main)
     ro = run_rollout(p, pool, val, test, nets)
+    from ibnb.chapters.vit_sam.search import run_chosen, run_search  # search.py builds on this module's train()
+
     search = run_search(p, pool, val)
-    write_results(pd.concat([main, mix], ignore_index=True), NOTEBOOK, p["profile"])
-    return Outcome(main, hists, mix, sharp, slices, ro, search, size_sweep(p["arch_profile"]),
+    chosen = run_chosen(p, pool, val, test, search)
+    write_results(pd.concat([main, mix, chosen], ignore_index=True), NOTEBOOK, p["profile"])
+    return Outcome(main, hists, mix, sharp, slices, ro, search, chosen, size_sweep(p["arch_profile"]),
                    len(train_subset(pool, p, 0)), len(val), len(test))
