@@ -143,3 +143,13 @@ def test_calibration_table_says_a_shared_source_and_setting_once():
     assert "| source |" not in head[1] and "| setting |" not in head[1] and "| quantity |" in head[1]
     two = calibration_table(Audit([], rows[:2])).markdown
     assert two.startswith("| quantity | setting |") and "| source |" in two
+
+
+def test_a_gain_of_exactly_the_tolerance_passes_despite_float_rounding():
+    """5 of 500 validation images is exactly 1 point, but 365/500 − 360/500 > 0.01 in floating point."""
+    acc = [k / 500 for k in (250, 300, 350, 360, 360, 360, 360, 365)]
+    assert acc[-1] - acc[3] > 0.01
+    exact = check_convergence(pd.DataFrame({"train_loss": np.linspace(2.0, 0.8, 8), "val_acc": acc}))
+    assert exact.passed and "+1.0 points" in exact.reason
+    over = check_convergence(pd.DataFrame({"train_loss": np.linspace(2.0, 0.8, 8), "val_acc": acc[:-1] + [366 / 500]}))
+    assert not over.passed

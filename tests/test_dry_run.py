@@ -147,6 +147,9 @@ def test_cost_frame_sets_the_cpu_estimate_beside_the_measured_time():
     assert row["measured / est."] == pytest.approx(4.0)
     assert row["H100-h (est.)"] == pytest.approx(1e15 / (cost.GPU_PEAK * cost.GPU_UTIL) / 3600)
     assert len(cost.cost_frame(est, timings, ["06_deep_weight_prior"])) == 0  # no estimate: no row
+    avx2 = timings.assign(device="cpu (x86_64; AVX2, no bf16)")  # the bf16 rate does not apply: no ratio
+    assert cost.cost_frame(est, avx2, ["05_sparse_vd"]).iloc[0]["measured / est."] is None
+    assert "timed on a CPU without bf16" in cost.numbers(est, avx2, ["05_sparse_vd"])["cost_sentence"].text
 
 
 def test_estimate_counts_the_profile_volume_not_the_two_steps_it_trains(tmp_path):

@@ -42,17 +42,23 @@ def _rates() -> pd.DataFrame:
     return df
 
 
-def test_rate_table_takes_the_fastest_path_and_leaves_failed_models_out():
-    frame = gpu_rates.rate_frame(_rates())
+def test_rate_table_reports_the_path_fit_takes_on_cuda_and_leaves_failed_models_out():
+    """fit runs bf16 + channels-last on CUDA, so that row is reported even where fp32 was faster; a model measured
+    in fp32 only says so."""
+    df = _rates()
+    df.loc[1, ["fit_images_per_s", "fit_vs_assumed"]] = [800.0, 0.08]  # bf16 slower than fp32 for this cnn
+    frame = gpu_rates.rate_frame(df)
     assert list(frame["model"]) == ["`cnn` width 8", "`mlp` width 8"]
-    cnn = frame.iloc[0]
-    assert cnn["measured (images/s)"] == "1,500" and cnn["measured / assumed"] == "15 %"
-    assert cnn["bf16 + channels-last vs fp32"] == "+50 %"
-    assert frame.iloc[1]["bf16 + channels-last vs fp32"] == "not measured"
+    cnn, mlp = frame.iloc[0], frame.iloc[1]
+    assert cnn["measured (images/s)"] == "800" and cnn["path measured"] == "bf16 + channels-last"
+    assert cnn["measured / assumed"] == "8 %" and cnn["bf16 + channels-last vs fp32"] == "-20 %"
+    assert mlp["path measured"] == "fp32 only" and mlp["bf16 + channels-last vs fp32"] == "not measured"
+    food = df.assign(model="team_cnn_sa_mini").iloc[[2]]
+    assert gpu_rates.rate_frame(food)["model"].iloc[0].endswith("(Food-101 head)")
 
 
 def test_rate_sentence_states_the_range_and_names_the_failed_model():
     text = str(gpu_rates.numbers(_rates(), {"device": "cuda (test)", "matmul_gflop_per_s": {"bf16": 7e5}})
                ["gpu_rate_sentence"])
-    assert "4% to 15%" in text.replace(".00", "") and "`team_cnn_mini`" in text
+    assert "4 % to 15 %" in text and "`team_cnn_mini`" in text
     assert "No GPU rate" in str(gpu_rates.numbers(pd.DataFrame(), {})["gpu_rate_sentence"])

@@ -175,7 +175,10 @@ def cost_frame(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[s
                         "cpu est. (min)": hours(f, CPU_RATE) * 60})
             if len(measured):
                 wall = float(measured["wall_s"].iloc[0]) / 60
-                row.update({"cpu measured (min)": wall, "measured / est.": wall / (hours(f, CPU_RATE) * 60)})
+                # the rate is a bf16 rate: a chapter timed on a CPU without bf16 does not check it
+                bf16 = "device" not in measured or "no bf16" not in str(measured["device"].iloc[0])
+                row.update({"cpu measured (min)": wall,
+                            "measured / est.": wall / (hours(f, CPU_RATE) * 60) if bf16 else None})
         if len(gpu):
             f = float(gpu["train_flops"].iloc[0])
             row.update({"gpu runs": int(gpu["runs"].iloc[0]), "gpu PFLOP": f / 1e15,
@@ -205,7 +208,8 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
     if frame.empty:
         return {**rates, "cost_sentence": Markdown("No estimate is recorded yet: `python -m ibnb run --profile cpu --estimate` "
                                           "and `--profile gpu --estimate` write them.")}
-    both = frame.dropna(subset=["cpu est. (min)", "cpu measured (min)"])
+    both = frame.dropna(subset=["cpu est. (min)", "cpu measured (min)", "measured / est."])
+    no_bf16 = frame[frame["cpu measured (min)"].notna() & frame["measured / est."].isna()]["notebook"].tolist()
     parts = []
     if len(both):
         est, wall = both["cpu est. (min)"].sum(), both["cpu measured (min)"].sum()
@@ -213,6 +217,9 @@ def numbers(estimates: pd.DataFrame, timings: pd.DataFrame, notebooks: list[str]
         parts.append(f"For the {len(both)} chapters with both, the FLOP count predicts {est:.0f} min of `cpu` training "
                      f"at {CPU_RATE / 1e9:.0f} GFLOP/s and the chapters took {wall:.0f} min (measured / estimated "
                      f"{wall / est:.1f} in all, {ratios.min():.1f} to {ratios.max():.1f} by chapter).")
+    if no_bf16:
+        parts.append(f"Left out of that check, and shown without a ratio: {', '.join(no_bf16)}, timed on a CPU "
+                     "without bf16 units, where the bf16 rate does not apply.")
     gpu = frame.dropna(subset=["H100-h (est.)"])
     if len(gpu):
         parts.append(f"The `gpu` profile of the {len(gpu)} chapters estimated needs {_sig(gpu['gpu PFLOP'].sum())} "
