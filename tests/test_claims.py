@@ -153,3 +153,9 @@ def test_a_gain_of_exactly_the_tolerance_passes_despite_float_rounding():
     assert exact.passed and "+1.0 points" in exact.reason
     over = check_convergence(pd.DataFrame({"train_loss": np.linspace(2.0, 0.8, 8), "val_acc": acc[:-1] + [366 / 500]}))
     assert not over.passed
+
+
+def test_effect_text_never_prints_minus_zero_and_judge_gives_nats_three_digits():
+    assert C.Effect(0.16, -0.016, 0.34, 3).text() == "+0.2 [0.0, 0.3] points, n = 3"
+    nats = C.judge("c", "", "s", C.Effect(0.207, -0.023, 0.436, 3, unit="nats", runs=3, converged=3))
+    assert nats.measurement == "+0.207 [-0.023, 0.436] nats, n = 3"

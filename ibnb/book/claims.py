@@ -60,12 +60,14 @@ class Effect:
 
     def text(self, digits: int = 1, signed: bool = True) -> str:
         """``+2.9 [1.1, 4.7] points, n = 3`` (no interval for a single seed: ``+2.9 points, n = 1``)."""
-        f = f"{{:{'+' if signed else ''}.{digits}f}}"
+        def fmt(x: float, sign: bool) -> str:  # a value that rounds to zero prints without a sign ("0.0", not "-0.0")
+            text = f"{{:{'+' if sign else ''}.{digits}f}}".format(x)
+            return text.lstrip("+-") if float(text) == 0 else text
+
         unit = f" {self.unit}" if self.unit else ""
         if self.n < 2 or not math.isfinite(self.low):
-            return f"{f.format(self.mean)}{unit}, n = {self.n}"
-        lo, hi = f"{{:.{digits}f}}".format(self.low), f"{{:.{digits}f}}".format(self.high)
-        return f"{f.format(self.mean)} [{lo}, {hi}]{unit}, n = {self.n}"
+            return f"{fmt(self.mean, signed)}{unit}, n = {self.n}"
+        return f"{fmt(self.mean, signed)} [{fmt(self.low, False)}, {fmt(self.high, False)}]{unit}, n = {self.n}"
 
     __str__ = text
 
@@ -164,7 +166,8 @@ def judge(claim: str, source: str, setting: str, effect: Effect | None, *, direc
         raise ValueError("direction must be +1, -1 or 0")
     if direction == 0 and (margin is None or margin <= 0):
         raise ValueError("a no-effect claim (direction=0) needs margin > 0")
-    measurement = effect.text() if effect is not None and effect.n else "not measured"
+    measurement = (effect.text(digits=3 if effect.unit == "nats" else 1) if effect is not None and effect.n
+                   else "not measured")
     base = dict(claim=claim, source=source, setting=setting, measurement=measurement)
     if effect is not None and effect.n:
         base.update(mean=effect.mean, low=effect.low, high=effect.high, n_seeds=effect.n,

@@ -67,8 +67,8 @@ def answer_box(audit: Audit | Sequence[Claim], profile: str) -> Markdown:
     why = Counter(c.reason for c in claims if c.verdict == NOT_TESTABLE)
     if why:
         lines.append("")
-        lines.append("Not testable at this budget: " + "; ".join(
-            f"{n} × {reason}" for reason, n in why.most_common()) + ".")
+        lines.append("Not testable at this budget, by reason:")
+        lines += [f"- {reason} ({n} claim{'s' if n != 1 else ''})" for reason, n in why.most_common()]
     if isinstance(audit, Audit) and audit.calibration:
         off = [c for c in audit.calibration if not c.within]
         lines.append("")

@@ -28,6 +28,8 @@ __all__ = ["NOTEBOOK", "Outcome", "run", "audit", "numbers", "figures", "tables"
 #: short glue keys per method
 KEYS = {"DWP": "dwp", "log-uniform": "lu", "N(0,1)": "n01", "learned Gaussian": "lg", "L2 (deterministic)": "l2"}
 INIT_KEYS = {"xavier": "xav", "learned filters": "filt", "DWP samples": "dwps"}
+#: display names of the initialisations (the results table keeps the preset's names)
+INIT_LABELS = {"xavier": "Xavier initialisation"}
 
 
 def run(P: dict, progress: bool = False) -> Outcome:
@@ -66,7 +68,8 @@ def _small_numbers(out: Outcome, P: dict, e: dict) -> dict:
          "passes_lo": steps * min(P["target_batch"], lo) // lo, "passes_hi": steps * min(P["target_batch"], hi) // hi, "tbatch": P["target_batch"], "lr": float(P["lr"]), "n_lo": lo, "n_hi": hi,
          "n_test": int(out.df["n_test"].iloc[0]), "n_val": 10 * P["val_per_class"], "n_sizes": len(P["sizes"]),
          "n_small_converged": int(small["converged"].sum()), "n_small": len(small),
-         "init_txt": Markdown("samples of the DWP of their layer, one per kernel, as in the authors' code"
+         "init_txt": Markdown("samples of the DWP of their layer, one per kernel (the authors' code does this for the "
+                              "DWP and the L2 baseline; here every method starts so)"
                               if P["target_init"] == "DWP samples" else "PyTorch's default (uniform) initialisation"),
          "eval_txt": Markdown(f"that of the ensemble of {P['mc_samples']} weight samples (the mean of their softmax "
                               "outputs), as the authors report it" if P["mc_samples"] else
@@ -114,13 +117,14 @@ def _failed_text(df: pd.DataFrame) -> str:
     bad = df[~df["converged"].astype(bool)]
     if bad.empty:
         return "none"
-    return "; ".join(f"{r.method}, {int(r.n_train):,} images, seed {int(r.seed)} ({r.convergence})"
-                     for r in bad.itertuples())
+    return "; ".join(f"{INIT_LABELS.get(r.method, r.method)}, {int(r.n_train):,} images, seed {int(r.seed)} "
+                     f"({r.convergence})" for r in bad.itertuples())
 
 
 def _init_numbers(out: Outcome, P: dict, e: dict) -> dict:
     init = _audit.init_runs(out.df)
-    n = {"init_n": int(init["n_train"].iloc[0]), "init_seeds": P["init_seeds"], "init_epochs": P["init_epochs"]}
+    n = {"init_n": int(init["n_train"].iloc[0]), "init_seeds": P["init_seeds"], "init_epochs": P["init_epochs"],
+         "init_failed": int((~init["converged"].astype(bool)).sum()), "init_runs": len(init)}
     for i in P["inits"]:
         d = init[init["method"] == i]
         n[f"loss1_{INIT_KEYS[i]}"] = float(d["first_epoch_loss"].mean())

@@ -112,10 +112,12 @@ def baseline_gate(cal: list[Calibration], also: str | None = None) -> tuple[bool
     off = [c for c in rows if not c.within]
     if not rows:
         return False, "no baseline is calibrated against the paper's table at this profile"
+    named = [b for b in names if any(c.quantity.startswith(b + " ") for c in rows)]  # methods the paper has rows for
+    listed = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
     worst = max(off, key=lambda c: abs(c.difference)) if off else None
-    return not off, (f"{len(off)} of {len(rows)} rows of {', '.join(names)} are outside ±{TOLERANCE:g} points of "
-                     f"the paper's table (worst: {worst.quantity} {worst.difference:+.1f} points), so the baselines "
-                     f"do not reproduce the paper's setting" if off else "")
+    return not off, (f"{len(off)} of the {len(rows)} rows of {listed} {'is' if len(off) == 1 else 'are'} outside "
+                     f"±{TOLERANCE:g} points of the paper's table (worst: {worst.quantity} {worst.difference:+.1f} "
+                     f"points), so the baselines do not reproduce the paper's setting" if off else "")
 
 
 def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
