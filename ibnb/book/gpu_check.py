@@ -96,37 +96,45 @@ def survey(out: Path, deadline: float, steps: int = 30) -> pd.DataFrame:
             print(f"survey: {spec['model']} failed: {err}", file=sys.stderr, flush=True)
             continue
         for r in measured:
-            flops = r["train_gflop_per_image"] * 1e9
+            assumed = GPU_PEAK * GPU_UTIL / (r["train_gflop_per_image"] * 1e9)
             rows.append({**spec, **{k: v for k, v in r.items() if k not in ("model", "model_kw", "batch_size")},
-                         "assumed_images_per_s": GPU_PEAK * GPU_UTIL / flops,
-                         "fit_vs_assumed": r["fit_images_per_s"] / (GPU_PEAK * GPU_UTIL / flops)})
+                         "assumed_images_per_s": assumed, "fit_vs_assumed": r["fit_images_per_s"] / assumed})
             print(f"{spec['chapter']} {spec['model']:18s} {json.dumps(spec['model_kw']):38s} {r['path']:20s} "
                   f"fit {r['fit_images_per_s']:9.0f} img/s {r['fit_gflop_per_s'] / 1e3:7.1f} TFLOP/s  bare "
                   f"{r['bare_images_per_s']:9.0f} img/s  assumed {rows[-1]['assumed_images_per_s']:10.0f} img/s",
                   flush=True)
         print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
-        frame = pd.DataFrame(rows)
+        atomic_write(out, _frame(rows).to_csv(index=False))
+    return _frame(rows)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """The survey's rows as written: ``model_kw`` as JSON, ``input_shape`` as ``CxHxW``."""
+    frame = pd.DataFrame(rows)
+    if len(frame):
         frame["model_kw"] = frame["model_kw"].map(json.dumps)
         frame["input_shape"] = frame["input_shape"].map(lambda s: "x".join(map(str, s)))
-        atomic_write(out, frame.to_csv(index=False))
-    return pd.DataFrame(rows)
+    return frame
 
 
 def chapter05_pair(out: Path, rates: pd.DataFrame, deadline: float, profile: str = "gpu") -> None:
     """Chapter 05's LeNet-300-100 pair at the ``gpu`` profile, if the survey's rates say it fits before
     ``deadline``; its results table is copied to ``out``."""
+    from ibnb.book import gpu_rates
     from ibnb.book.profiles import resolve
     from ibnb.book.results import results_dir
     from ibnb.chapters import sparse_vd
 
     p = resolve("05_sparse_vd", profile=profile, networks=["lenet300_100"], seeds={"lenet300_100": 1},
                 random_label_epochs=0)
-    measured = rates.dropna(subset=["fit_images_per_s"]) if "fit_images_per_s" in rates else rates.iloc[:0]
-    per_s = {m: float(measured[measured["model"] == m]["fit_images_per_s"].max())  # the fastest path measured
-             for m in ("lenet300_100", "lenet300_100_svd") if (measured["model"] == m).any()}
-    images = 59_000 * p["epochs"]["lenet300_100"] if profile == "gpu" else 0
-    need = (0.0 if profile != "gpu" else sum(images / r for r in per_s.values()) * 1.15 if len(per_s) == 2
-            else float("inf"))
+    per_s = gpu_rates.fit_rows(rates).set_index("model")["fit_images_per_s"] if len(rates) else pd.Series(dtype=float)
+    pair = ("lenet300_100", "lenet300_100_svd")
+    if profile != "gpu":  # a test of this script: run whatever the rates say
+        need = 0.0
+    elif set(pair) <= set(per_s.index):
+        need = 1.15 * sum(59_000 * p["epochs"]["lenet300_100"] / per_s[m] for m in pair)
+    else:
+        need = float("inf")
     left = deadline - time.monotonic()
     print(f"chapter 05 pair: predicted {need:.0f} s (survey rates x 1.15), {left:.0f} s left", flush=True)
     if need > left:

@@ -18,7 +18,7 @@ from ibnb.book.page import Audit, Markdown
 from ibnb.book.tables import Table, table
 from ibnb.chapters.deep_weight_prior import claims_audit as _audit
 from ibnb.chapters.deep_weight_prior import figures as _figures
-from ibnb.chapters.deep_weight_prior.presets import NOTEBOOK
+from ibnb.chapters.deep_weight_prior.presets import INIT_LABELS, NOTEBOOK
 from ibnb.chapters.deep_weight_prior.source import HELD_PER_CLASS
 from ibnb.chapters.deep_weight_prior.sweep import Outcome, run_sweep
 from ibnb.core.models.bayesian import TRUNC_ALPHA_INIT
@@ -28,8 +28,6 @@ __all__ = ["NOTEBOOK", "Outcome", "run", "audit", "numbers", "figures", "tables"
 #: short glue keys per method
 KEYS = {"DWP": "dwp", "log-uniform": "lu", "N(0,1)": "n01", "learned Gaussian": "lg", "L2 (deterministic)": "l2"}
 INIT_KEYS = {"xavier": "xav", "learned filters": "filt", "DWP samples": "dwps"}
-#: display names of the initialisations (the results table keeps the preset's names)
-INIT_LABELS = {"xavier": "Xavier initialisation"}
 
 
 def run(P: dict, progress: bool = False) -> Outcome:
@@ -176,14 +174,11 @@ def numbers(out: Outcome, P: dict) -> dict:
              calibration_reading=Markdown(_calibration_reading(a.calibration, gate)),
              protocol_txt=Markdown(_protocol_text(P, int(_audit.small_runs(out.df)["steps"].max()))),
              earlier=Markdown(changes({c.claim: c.verdict for c in a.claims}, _audit.EARLIER)),
-             earlier_setting=Markdown(_audit.EARLIER_SETTING), gate_names=Markdown(_names(_audit.GATE_BASELINES)),
+             earlier_setting=Markdown(_audit.EARLIER_SETTING),
+             gate_names=Markdown(_audit.names_text(_audit.GATE_BASELINES)),
              failed_runs=Markdown(_failed_text(out.df)), n_failed=int((~out.df["converged"].astype(bool)).sum()),
              n_runs=len(out.df), gpu_txt=Markdown(_gpu_text()))
     return n
-
-
-def _names(methods) -> str:
-    return " and ".join([", ".join(methods[:-1]), methods[-1]] if len(methods) > 1 else list(methods))
 
 
 def _gpu_text() -> str:

@@ -48,6 +48,11 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
+def names_text(names: list[str]) -> str:
+    """``"A, B and C"``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else list(names))
+
+
 def small_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["experiment"] == "small_data"]
 
@@ -112,8 +117,7 @@ def baseline_gate(cal: list[Calibration], also: str | None = None) -> tuple[bool
     off = [c for c in rows if not c.within]
     if not rows:
         return False, "no baseline is calibrated against the paper's table at this profile"
-    named = [b for b in names if any(c.quantity.startswith(b + " ") for c in rows)]  # methods the paper has rows for
-    listed = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    listed = names_text([b for b in names if any(c.quantity.startswith(b + " ") for c in rows)])  # with paper rows
     worst = max(off, key=lambda c: abs(c.difference)) if off else None
     return not off, (f"{len(off)} of the {len(rows)} rows of {listed} {'is' if len(off) == 1 else 'are'} outside "
                      f"±{TOLERANCE:g} points of the paper's table (worst: {worst.quantity} {worst.difference:+.1f} "

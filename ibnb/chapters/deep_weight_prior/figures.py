@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ibnb.chapters.deep_weight_prior.presets import INIT_LABELS
 from ibnb.core.data import ImageData
 from ibnb.core.plots import PAGE_WIDTH, panel_grid
 
@@ -101,7 +102,7 @@ def init_curves(histories: dict, inits: list[str], seeds: int) -> plt.Figure:
         ep = frames[0]["epoch"]
         for a, col, scale in ((ax[0], "train_loss", 1), (ax[1], "val_acc", 100)):
             v = np.stack([scale * f[col].to_numpy() for f in frames])
-            line, = a.plot(ep, v.mean(0), "o-", ms=3, label="Xavier" if init == "xavier" else init)
+            line, = a.plot(ep, v.mean(0), "o-", ms=3, label=INIT_LABELS.get(init, init))
             a.fill_between(ep, v.min(0), v.max(0), alpha=0.2, color=line.get_color())
     ax[0].set(xlabel="epoch", ylabel="training cross-entropy (nats)", yscale="log", title="training loss")
     ax[1].set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")

@@ -19,6 +19,8 @@ BASELINES = ["L2 (deterministic)", "log-uniform", "N(0,1)"]
 #: N(0,1) baselines land near the paper's table"); a comparison with another baseline also needs that baseline's rows
 GATE_BASELINES = ["L2 (deterministic)", "N(0,1)"]
 INITS = ["xavier", "learned filters", "DWP samples"]
+#: display names of the initialisations (the results table keeps the names above)
+INIT_LABELS = {"xavier": "Xavier"}
 
 _COMMON = dict(source="pacs_sketch", width1=16, width2=32, source_batch=64, z_dim=2, vae_hidden=64, lr=1e-3,
                methods=METHODS, inits=INITS, target_batch=50, round_images=1000, target_schedule="linear",
