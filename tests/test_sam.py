@@ -186,7 +186,7 @@ def _outcome(sam_gain: float, seeds: int = 3, converged: bool = True, sharp_chan
 
     from ibnb.book import profiles
     from ibnb.chapters.vit_sam import presets
-    from ibnb.chapters.vit_sam.sweep import ADAMW, Outcome, main_configs
+    from ibnb.chapters.vit_sam.sweep import ADAMW, MATCHED, Outcome, main_configs
 
     P = profiles.resolve(presets, {"profile": "smoke", "seeds": seeds})
     rng = np.random.default_rng(0)
@@ -194,22 +194,27 @@ def _outcome(sam_gain: float, seeds: int = 3, converged: bool = True, sharp_chan
     for seed in range(seeds):
         for m in P["models"]:
             for c in main_configs(P):
+                if seed not in c["seeds"]:
+                    continue
                 gain = sam_gain if c["rho"] == 0.05 else 0.0
                 rows.append(dict(model=m, seed=seed, method=c["method"], rho=c["rho"], adaptive=False, mix="none",
+                                 base=c["base"],
                                  test_acc=0.4 + gain + 0.002 * rng.standard_normal(), converged=converged,
                                  steps=30, grad_evals=30, wall_s=1.0, params=100, cached=False))
                 hists[m, c["method"], seed] = pd.DataFrame({"epoch": [1, 2], "train_sharpness": [0.02, 0.02 + sharp_change]})
             for method, s in ((ADAMW, 0.2), ("sam ρ=0.05", 0.2 + sharp_change)):
-                sharp.append(dict(model=m, method=method, seed=seed, train_loss=1.0, pga_sharpness=s + 1e-3 * seed,
-                                  hessian_top=10 * s + 1e-3 * seed, converged=converged))
+                for stage in ("end", MATCHED):
+                    sharp.append(dict(model=m, method=method, seed=seed, train_loss=1.0, stage=stage, epoch=3,
+                                      pga_sharpness=s + 1e-3 * seed, hessian_top=10 * s + 1e-3 * seed,
+                                      converged=converged))
     main = pd.DataFrame(rows)
     mix = pd.DataFrame([dict(model=P["mix_model"], seed=s, method=f"{meth}+{op}", rho=r, mix=op, adaptive=False,
                              test_acc=0.4 + 0.002 * rng.standard_normal(), converged=converged)
                         for s in range(seeds) for op in P["mixes"] for meth, r in ((ADAMW, 0.0), ("sam ρ=0.05", 0.05))])
     from ibnb.chapters.vit_sam.search import Search
 
-    out = Outcome(main, hists, mix, pd.DataFrame(sharp), pd.DataFrame(), {}, Search(pd.DataFrame()), pd.DataFrame(),
-                  None, 60, 30, 50)
+    out = Outcome(main, hists, mix, pd.DataFrame(sharp), pd.DataFrame(), {}, {"vit": Search(pd.DataFrame())},
+                  pd.DataFrame(), None, 60, 30, 50)
     return out, P
 
 
@@ -222,6 +227,9 @@ def test_rho_default_claim_needs_sam_to_beat_the_base_optimiser():
     rho = [k for k in v if k.startswith("ρ = 0.05 is a good default")]
     assert len(rho) == 2 and all(v[k] == "supported" for k in rho)
     assert v["SAM finds flatter minima: lower worst-case sharpness (ViT)"] == "supported"
+    assert v["SAM finds flatter minima at matched training loss: lower top Hessian eigenvalue (CNN)"] == "supported"
+    assert v["SAM lowers test error (ViT, SGD base, equal steps)"] == "supported"
+    assert v["ASAM lowers test error (CNN, SGD base, equal steps)"] == "not testable at this budget"  # 1 seed
     assert v["sharpness decreases during SAM training (CNN)"] == "supported"
     v = verdicts(*_outcome(-0.05, sharp_change=+0.01))  # SAM at ρ = 0.05 below AdamW: contradicted, however close
     assert all(v[k] == "contradicted" for k in rho)
@@ -251,14 +259,38 @@ def test_optuna_search_replays_its_trials_and_reruns_the_chosen_setting():
 
     p = resolve("08_vit_sam", profile="smoke", search_trials=4, device="cpu")
     pool, val, test = random_data(200), random_data(30), random_data(30)
-    first, again = run_search(p, pool, val), run_search(p, pool, val)
+    first, again = run_search(p, pool, val, "cnn"), run_search(p, pool, val, "cnn")
     assert len(first.trials) == 4 and first.trials[["lr", "weight_decay", "rho"]].equals(
         again.trials[["lr", "weight_decay", "rho"]])
     assert again.trials["cached"].all() and not first.trials["cached"].any()
     assert set(first.importances) == {"lr", "weight_decay", "rho"}
     assert abs(sum(first.importances.values()) - 1) < 1e-6
-    chosen = run_chosen(p, pool, val, test, first)
+    chosen = run_chosen(p, pool, val, test, {"cnn": first})
     assert len(chosen) == p["seeds"] and (chosen["lr"] == first.best["lr"]).all()
     assert (chosen["experiment"] == "searched").all() and (chosen["n_test"] == 30).all()
-    few = run_search(resolve("08_vit_sam", profile="smoke", search_trials=2, device="cpu"), pool, val)
+    few = run_search(resolve("08_vit_sam", profile="smoke", search_trials=2, device="cpu"), pool, val, "vit")
     assert few.importances == {} and "fewer than" in few.importance_note
+
+
+def test_matched_snapshot_finds_the_epoch_at_the_other_runs_loss(tmp_path, monkeypatch):
+    """The snapshot whose loss on the batch is closest to a target: a target equal to epoch 1's loss picks epoch 1
+    (and leaves the model holding epoch 1's weights); the final loss picks the last epoch."""
+    from ibnb.book.profiles import resolve
+    from ibnb.chapters.vit_sam.sweep import batch_loss, matched_snapshot, run_spec, train
+    from ibnb.core.bench import random_data
+
+    monkeypatch.setenv("IBNB_RUNS", str(tmp_path))
+    p = resolve("08_vit_sam", profile="smoke", device="cpu")
+    data = random_data(64)
+    net, _, _ = train(p, "cnn", data, None, seed=0, epochs=3, snapshots=True)
+    folder = run_spec(p, "cnn", data, None, seed=0, epochs=3, snapshots=True).folder()
+    x, y = data.x[:32].float().div(255), data.y[:32]
+    final = batch_loss(net, x, y)
+    probe, _, _ = train(p, "cnn", data, None, seed=0, epochs=3, snapshots=True)
+    epoch, loss = matched_snapshot(probe, folder, x, y, final)
+    assert epoch == 3 and loss == pytest.approx(final)
+    from ibnb.core.runs import load_snapshots
+    probe.load_state_dict(load_snapshots(folder)[0])
+    first = batch_loss(probe, x, y)
+    epoch, loss = matched_snapshot(probe, folder, x, y, first)
+    assert epoch == 1 and batch_loss(probe, x, y) == pytest.approx(first) and abs(first - final) > 1e-4

@@ -49,16 +49,18 @@ def install_planner(jobs_dir: str | os.PathLike | None = None):
     jobs.mkdir(parents=True, exist_ok=True)
     dry_fit = make_dry_fit(train_mod.fit, None)
 
-    def load_or_fit(model, folder, train, val, config, *, step=None, device, progress=True, desc="", meta=None):
+    def load_or_fit(model, folder, train, val, config, *, step=None, device, progress=True, desc="", meta=None,
+                    snapshots=False):
         final = Path(folder) / "final.pt"
-        if final.exists():  # read it, never retrain here (the job's real load_or_fit handles a bad file)
+        if runs_mod.is_cached(Path(folder), snapshots):  # read it, never retrain here (the job's real load_or_fit handles a bad file)
             loaded, _ = runs_mod._load_final(model, final, device)
             if loaded is not None:
                 return (*loaded, True)
         spec = jobs / f"{Path(folder).name}.pt"
         if not spec.exists():  # the same run planned twice in one notebook is one job
             atomic_torch_save({"model": copy.deepcopy(model).cpu(), "folder": str(folder), "train": train,
-                               "val": val, "config": config, "step": step, "desc": desc, "meta": meta}, spec)
+                               "val": val, "config": config, "step": step, "desc": desc, "meta": meta,
+                               "snapshots": snapshots}, spec)
         hist = dry_fit(model, train, val, config, step=step, device=device, progress=False, desc=desc)
         return model, hist, False
 
@@ -75,7 +77,8 @@ def train_spec(spec_path: str) -> str:
 
     spec = torch.load(spec_path, map_location="cpu", weights_only=False)
     load_or_fit(spec["model"], Path(spec["folder"]), spec["train"], spec["val"], spec["config"], step=spec["step"],
-                device=resolve_device("auto"), progress=False, desc=spec["desc"], meta=spec["meta"])
+                device=resolve_device("auto"), progress=False, desc=spec["desc"], meta=spec["meta"],
+                snapshots=spec.get("snapshots", False))
     return Path(spec["folder"]).name
 
 

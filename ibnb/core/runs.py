@@ -33,6 +33,7 @@ from ibnb.core.train import (CrossEntropyStep, History, NonFiniteLossError, Trai
 from ibnb.core.utils import (atomic_torch_save, atomic_write, cache_root, env_path, file_lock, remove_stale_temporaries,
                              seed_everything, stable_hash, utc_stamp, warn_operator)
 
+SNAPSHOTS = "snapshots"  # the per-epoch weights of a snapshots=True run, in its folder
 _CODE_FILES = ("train.py", "augment.py", "runs.py", "models/__init__.py", "models/layers.py")
 
 
@@ -88,9 +89,29 @@ def run_key(model_name: str, model_kw: dict, train: ImageData, cfg: TrainConfig,
                         "train": asdict(cfg), "code": training_code_hash(model_name, train_step)})
 
 
+def prepare_run(model_name: str, train: ImageData, val: ImageData | None, config: TrainConfig,
+                model_kw: dict | None = None, step=None) -> tuple[Path, dict, object, TrainConfig]:
+    """``(run folder, model_kw, step, config)`` of a run as :func:`train_or_load` resolves them: ``model_kw``
+    completed with ``num_classes``/``in_channels``/``image_size`` from ``train``, the default step filled in and
+    the config carrying the step's key. The folder is where the run is (or will be) cached."""
+    model_kw = dict(model_kw or {})
+    model_kw.setdefault("num_classes", train.num_classes)
+    model_kw.setdefault("in_channels", train.shape[0])
+    model_kw.setdefault("image_size", train.shape[1])
+    step = step if step is not None else CrossEntropyStep(config.label_smoothing)
+    cfg = dataclasses.replace(config, step=step_key(step)).validate()
+    create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
+    return runs_dir() / f"{model_name}-{run_key(model_name, model_kw, train, cfg, step, val)}", model_kw, step, cfg
+
+
+def is_cached(folder: Path, snapshots: bool = False) -> bool:
+    """Whether the run of ``folder`` is in the cache (with its per-epoch snapshots when ``snapshots``)."""
+    return (folder / "final.pt").exists() and (not snapshots or (folder / SNAPSHOTS / "complete").exists())
+
+
 def train_or_load(model_name: str, train: ImageData, val: ImageData | None = None, *, config: TrainConfig,
                   model_kw: dict | None = None, step=None, device=None, progress: bool = True,
-                  probe: bool = False, probe_step=None) -> tuple[nn.Module, History, bool]:
+                  probe: bool = False, probe_step=None, snapshots: bool = False) -> tuple[nn.Module, History, bool]:
     """Return ``(model, history, cached)``: the trained model from the run cache, or train it now.
 
     ``config`` is the run's :class:`~ibnb.core.train.TrainConfig`; ``step`` a custom update (a frozen
@@ -102,7 +123,8 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     and the warm-up scaled alike (:func:`ibnb.core.convergence.half_budget`), a cached run of its own — and
     attaches its history as ``history.probe``, so the convergence check can pass an annealed run whose budget is
     saturated (test 3 of :mod:`ibnb.core.convergence`). ``probe_step`` replaces ``step`` for the probe when the
-    update itself counts epochs (a KL warm-up); ``cached`` is that of the run itself.
+    update itself counts epochs (a KL warm-up); ``cached`` is that of the run itself. ``snapshots=True`` keeps
+    the weights after every epoch (:func:`load_snapshots`); a cached run without them is trained again.
     """
     if probe and (half := half_budget(config.epochs, config.warmup_epochs)) is not None:
         half_config = dataclasses.replace(config, epochs=half[0], warmup_epochs=half[1])
@@ -110,25 +132,23 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
                                             step=probe_step if probe_step is not None else step, device=device,
                                             progress=progress)
         model, history, cached = train_or_load(model_name, train, val, config=config, model_kw=model_kw,
-                                               step=step, device=device, progress=progress)
+                                               step=step, device=device, progress=progress, snapshots=snapshots)
         history.probe = probe_history.frame
         return model, history, cached
-    model_kw = dict(model_kw or {})
-    model_kw.setdefault("num_classes", train.num_classes)
-    model_kw.setdefault("in_channels", train.shape[0])
-    model_kw.setdefault("image_size", train.shape[1])
-    step = step if step is not None else CrossEntropyStep(config.label_smoothing)
-    cfg = dataclasses.replace(config, step=step_key(step)).validate()
-    create_model(model_name, **model_kw)  # fails early, with the list of models, on a bad name
-    key = run_key(model_name, model_kw, train, cfg, step, val)
-    folder = runs_dir() / f"{model_name}-{key}"
+    folder, model_kw, step, cfg = prepare_run(model_name, train, val, config, model_kw, step)
     device = resolve_device(device)
     seed_everything(cfg.seed)
     model = create_model(model_name, **model_kw)
     meta = {"model": model_name, "model_kw": model_kw, "train": asdict(cfg), "data": dict(train.meta),
             "n_train": len(train), "code": training_code_hash(model_name, step)}
     return load_or_fit(model, folder, train, val, cfg, step=step, device=device, progress=progress,
-                       desc=model_name, meta=meta)
+                       desc=model_name, meta=meta, snapshots=snapshots)
+
+
+def load_snapshots(folder: Path) -> list[dict]:
+    """The state dicts a ``snapshots=True`` run saved after each of its epochs, in order (CPU tensors)."""
+    files = sorted((folder / SNAPSHOTS).glob("epoch-*.pt"))
+    return [torch.load(f, map_location="cpu", weights_only=True) for f in files]
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "loader_rng", "rows", "epoch", "config")
@@ -188,14 +208,15 @@ def _move_aside(path: Path, reason: str, label: str) -> Path:
 
 
 def load_or_fit(model: nn.Module, folder: Path, train: ImageData, val: ImageData | None, config: TrainConfig, *,
-                step=None, device, progress: bool = True, desc: str = "",
-                meta: dict | None = None) -> tuple[nn.Module, History, bool]:
+                step=None, device, progress: bool = True, desc: str = "", meta: dict | None = None,
+                snapshots: bool = False) -> tuple[nn.Module, History, bool]:
     """The mechanics every cached run shares, whoever computed its key (``folder``): load ``folder/final.pt``
     into ``model`` (an unreadable file is retrained, not trusted), or ``fit`` with a per-epoch checkpoint in
     ``folder`` (resumed after an interruption), then save ``final.pt`` atomically and drop the checkpoint.
-    ``meta`` is written to ``folder/config.json`` for humans. Returns ``(model, history, cached)``."""
+    ``meta`` is written to ``folder/config.json`` for humans; ``snapshots`` saves the weights after every epoch
+    into ``folder/snapshots`` (a run cached without them is trained again). Returns ``(model, history, cached)``."""
     final, checkpoint = folder / "final.pt", folder / "checkpoint.pt"
-    if final.exists():
+    if is_cached(folder, snapshots):
         loaded, _ = _load_final(model, final, device)
         if loaded is not None:
             return (*loaded, True)
@@ -211,25 +232,39 @@ def load_or_fit(model: nn.Module, folder: Path, train: ImageData, val: ImageData
 
     with file_lock(folder / ".lock", on_wait=waiting):
         remove_stale_temporaries(folder)  # left by a process killed mid-write
-        if final.exists():  # trained meanwhile by the process we waited for, or unreadable
+        if is_cached(folder, snapshots):  # trained meanwhile by the process we waited for, or unreadable
             loaded, reason = _load_final(model, final, device)
             if loaded is not None:
                 return (*loaded, True)
             _move_aside(final, reason, label)
+        final.unlink(missing_ok=True)  # a run cached without the snapshots asked for now is trained again
         if checkpoint.exists() and (reason := _checkpoint_problem(checkpoint, cfg)) is not None:
             _move_aside(checkpoint, reason, label)
         if meta is not None:
             atomic_write(folder / "config.json", json.dumps(meta, indent=2, default=str))
         try:
             history = fit(model, train, val, cfg, step=step, device=device, progress=progress, desc=desc,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, on_epoch=_snapshot_writer(folder) if snapshots else None)
         except NonFiniteLossError as e:
             raise _named_nan_error(e, identity, label, checkpoint, folder) from None
         atomic_torch_save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
                            "rows": history.frame.to_dict("records"), "config": history.config,
                            "device": device_name(device)}, final)
         checkpoint.unlink(missing_ok=True)
+        if snapshots:
+            atomic_write(folder / SNAPSHOTS / "complete", f"{cfg.epochs} epochs\n")
     return model, history, False
+
+
+def _snapshot_writer(folder: Path):
+    """``fit``'s ``on_epoch``: the model's weights after epoch ``epoch`` (1-based), atomically."""
+    (folder / SNAPSHOTS).mkdir(exist_ok=True)
+    (folder / SNAPSHOTS / "complete").unlink(missing_ok=True)
+
+    def write(epoch: int, model: nn.Module) -> None:
+        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                          folder / SNAPSHOTS / f"epoch-{epoch:03d}.pt")
+    return write
 
 
 def _named_nan_error(e: NonFiniteLossError, identity: dict, label: str, checkpoint: Path,

@@ -165,11 +165,9 @@ class History:
         return self.frame.iloc[-1].to_dict() if len(self.frame) else {}
 
 
-def _kernel(params: list[torch.Tensor]) -> dict:
-    """``foreach=True`` (the multi-tensor update: a few kernels for all parameters instead of several per tensor).
-    ``fused=True`` would be faster still, but a fused AdamW resumed from its ``state_dict`` on the CPU does not
-    continue bit-identically (PyTorch 2.15; ``tests/test_train.py`` resume test), so it is not used."""
-    return {"foreach": True}
+#: ``foreach=True``: multi-tensor updates. ``fused=True`` would be faster, but a fused AdamW resumed from its
+#: ``state_dict`` on the CPU does not continue bit-identically (PyTorch 2.15; ``tests/test_train.py``).
+_KERNEL = {"foreach": True}
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -179,10 +177,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]] or groups[:1]
-    kernel = _kernel(decay + no_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, **kernel)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **kernel)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **_KERNEL)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **_KERNEL)
 
 
 def build_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -291,7 +288,7 @@ def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 1000, devic
 
 def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config: TrainConfig | None = None, *,
         step=None, device=None, checkpoint: str | Path | None = None, progress: bool = True,
-        desc: str | None = None, check_every: int = 50, **settings) -> History:
+        desc: str | None = None, check_every: int = 50, on_epoch=None, **settings) -> History:
     """Train ``model`` on ``train`` (validating on ``val`` each epoch) and return its :class:`History`.
 
     ``config`` is the run's :class:`TrainConfig` (or give its fields as keyword ``settings``, not both).
@@ -300,8 +297,8 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config
     channels-last; :func:`fast_path`) is decided once and recorded in every row of the history (``precision``,
     ``channels_last``). With ``checkpoint`` set, the full state (model, optimiser, scheduler, loader RNG,
     history) is saved atomically after every epoch and a run that finds a checkpoint resumes from it; the
-    resumed run is identical to an uninterrupted one. A non-finite loss stops training with
-    :class:`NonFiniteLossError`.
+    resumed run is identical to an uninterrupted one; ``on_epoch(epoch, model)`` is called after each epoch
+    (1-based). A non-finite loss stops training with :class:`NonFiniteLossError`.
     """
     if config is not None and settings:
         raise TypeError(f"fit: give a TrainConfig or its fields, not both (got config and {sorted(settings)})")
@@ -392,6 +389,8 @@ def fit(model: nn.Module, train: ImageData, val: ImageData | None = None, config
         row.update(precision=path.precision, channels_last=path.channels_last)
         rows.append(row)
         bar.close()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
         if checkpoint is not None:
             atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "loader_rng": loader.generator.get_state(),

@@ -54,7 +54,10 @@ def size_sweep_figure(arch: pd.DataFrame) -> plt.Figure:
 
 
 def rho_figure(main: pd.DataFrame) -> plt.Figure:
-    """Per model: SAM test accuracy against ρ (mean ± std), AdamW at equal steps and equal gradients as bands."""
+    """Per model: SAM (AdamW base) test accuracy against ρ (mean ± std), AdamW at equal steps and equal gradients
+    as bands."""
+    main = main[main["base"] == "adamw"]
+
     def draw(ax, m, d):
         sam = d[(d["rho"] > 0) & ~d["adaptive"].astype(bool)]
         s = sam.groupby("rho")["test_acc"].agg(["mean", "std"]).reset_index()
@@ -160,22 +163,27 @@ def maps_figure(ro: dict) -> plt.Figure:
     return fig
 
 
-def search_figure(trials: pd.DataFrame, importances: dict, note: str = "") -> plt.Figure:
-    """Left: validation accuracy of every trial in the order TPE proposed it, with the best so far; right: the
-    fANOVA importance of each hyperparameter (or why there is none)."""
-    fig, (ax, imp) = panel_grid(2, height=3.0)
-    acc = 100 * trials["val_acc"]
-    sc = ax.scatter(trials["trial"] + 1, acc, c=trials["rho"], cmap="viridis", edgecolors="k", s=30, zorder=3)
-    ax.step(trials["trial"] + 1, acc.cummax(), where="post", color="k", lw=1, label="best so far")
-    ax.set(xlabel="trial (order proposed)", ylabel="validation accuracy (%)", title="search history")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.colorbar(sc, ax=ax, label="ρ (0 = base optimiser)")
-    if importances:
-        names = {"lr": "learning rate", "weight_decay": "weight decay", "rho": "ρ"}
-        keys = list(importances)[::-1]
-        imp.barh([names.get(k, k) for k in keys], [importances[k] for k in keys], color="C0")
-        imp.set(xlabel="fANOVA importance (share of variance)", title="parameter importance", xlim=(0, 1))
-    else:
-        imp.axis("off")
-        imp.text(0.5, 0.5, f"no importance estimate:\n{note}", ha="center", va="center", fontsize=8, wrap=True)
+def search_figure(searches: dict) -> plt.Figure:
+    """One row per model: validation accuracy of every trial in the order TPE proposed it, with the best so far,
+    and the fANOVA importance of each hyperparameter (or why there is none)."""
+    fig, rows = plt.subplots(len(searches), 2, figsize=(PAGE_WIDTH, 3.0 * len(searches)), squeeze=False,
+                             layout="constrained")
+    names = {"lr": "learning rate", "weight_decay": "weight decay", "rho": "ρ"}
+    for (ax, imp), (m, search) in zip(rows, searches.items()):
+        trials = search.trials
+        acc = 100 * trials["val_acc"]
+        sc = ax.scatter(trials["trial"] + 1, acc, c=trials["rho"], cmap="viridis", edgecolors="k", s=30, zorder=3)
+        ax.step(trials["trial"] + 1, acc.cummax(), where="post", color="k", lw=1, label="best so far")
+        ax.set(xlabel="trial (order proposed)", ylabel="validation accuracy (%)", title=f"{_lab(m)}: search history")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.colorbar(sc, ax=ax, label="ρ (0 = AdamW alone)")
+        if search.importances:
+            keys = list(search.importances)[::-1]
+            imp.barh([names.get(k, k) for k in keys], [search.importances[k] for k in keys], color="C0")
+            imp.set(xlabel="fANOVA importance (share of variance)", title=f"{_lab(m)}: parameter importance",
+                    xlim=(0, 1))
+        else:
+            imp.axis("off")
+            imp.text(0.5, 0.5, f"no importance estimate:\n{search.importance_note}", ha="center", va="center",
+                     fontsize=8, wrap=True)
     return fig

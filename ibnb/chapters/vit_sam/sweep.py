@@ -1,21 +1,28 @@
 """Chapter 08's runs: the SAM sweep, batch operations, sharpness measurements, attention maps and the search.
 
-- :func:`run_main` — for a CNN and a ViT, ``seeds`` seeds: the base optimiser (AdamW) for ``epochs`` epochs and
-  for ``2·epochs`` epochs (the same number of gradient evaluations as SAM), and SAM (base AdamW) for ``epochs``
-  epochs at every ρ in ``rhos`` (plus ASAM at ``asam_rho`` when > 0);
-- :func:`run_mixing` — Mixup / Cutout × {AdamW, SAM(ρ=``mix_rho``)} for ``mix_model``;
+- :func:`run_main` — for a CNN and a ViT, for each base optimiser of ``bases`` (AdamW first, then SGD): the base
+  optimiser for ``epochs`` epochs, SAM on top of it at ρ = ``sharp_rho`` and ASAM at ``asam_rho`` (when > 0);
+  for the first base also ``2·epochs`` epochs (the same number of gradient evaluations as SAM) and SAM at every
+  other ρ of ``rhos``. The base runs and SAM at ``sharp_rho`` get ``seeds`` seeds; ASAM and the other radii the
+  first ``extra_seeds`` (a budget knob: fewer seeds leave their rows descriptive);
+- :func:`run_mixing` — Mixup / Cutout with SAM(ρ=``mix_rho``) for ``mix_model`` (``seeds`` seeds) and with
+  AdamW alone (``extra_seeds``);
 - :func:`run_sharpness` — PGA sharpness, top Hessian eigenvalue and a filter-normalised 1-D loss slice of the
-  AdamW and SAM(ρ=``sharp_rho``) solutions of the main sweep;
+  AdamW and SAM(ρ=``sharp_rho``) solutions of the main sweep, at the end of training and **at matched training
+  loss** (the run that ends lower is measured at its epoch snapshot whose loss is closest to the other's end);
 - :func:`run_rollout` — ViT attention-rollout maps next to the spatial-attention map of a CNN+SA;
-- :func:`ibnb.chapters.vit_sam.search.run_search` — Optuna's seeded TPE over (lr, weight decay, ρ) on the
-  validation split, and the chosen setting re-run with every seed (:func:`~ibnb.chapters.vit_sam.search.run_chosen`);
+- :func:`ibnb.chapters.vit_sam.search.run_search` — per model of ``search_models``, Optuna's seeded TPE over
+  (lr, weight decay, ρ) on the validation split, and the chosen setting re-run with every seed
+  (:func:`~ibnb.chapters.vit_sam.search.run_chosen`);
 - :func:`size_sweep` — ViT vs CNN across training-set sizes, read from chapter 01's results table (not retrained).
 
 Every run validates each epoch on the validation split carved from the training set, so its results row carries
-the book's convergence check (``converged`` / ``convergence``).
+the book's convergence check (``converged`` / ``convergence``). With ``workers`` > 1 (CPU) the independent runs
+are first trained ``workers`` at a time in worker processes (:mod:`ibnb.core.parallel`) and then loaded here.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,20 +41,32 @@ from ibnb.core.attention_maps import spatial_attention_maps
 from ibnb.core.augment import DeviceLoader
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters
+from ibnb.core.parallel import Run, prefetch
 from ibnb.core.reference import splits as reference_splits
-from ibnb.core.runs import train_or_load
+from ibnb.core.runs import load_snapshots, train_or_load
 from ibnb.core.train import TrainConfig, device_name, evaluate
 
 if TYPE_CHECKING:
     from ibnb.chapters.vit_sam.search import Search
 
 ADAMW, ADAMW2 = "adamw", "adamw ×2 epochs"
+MATCHED = "matched loss"  # the ``stage`` of sharpness rows measured at matched training loss ("end": final weights)
 
 
-def method_name(rho: float, adaptive: bool = False, mix: str = "none") -> str:
-    """The label of a run: ``adamw``, ``sam ρ=0.05``, ``asam ρ=1``; ``+mixup`` / ``+cutout`` appended."""
-    base = ADAMW if rho == 0 else f"{'asam' if adaptive else 'sam'} ρ={rho:g}"
-    return base if mix == "none" else f"{base}+{mix}"
+def method_name(rho: float, adaptive: bool = False, mix: str = "none", base: str = "adamw") -> str:
+    """The label of a run: ``adamw``, ``sam ρ=0.05``, ``asam ρ=1`` on AdamW; ``sgd``, ``sgd+sam ρ=0.05`` on SGD;
+    ``+mixup`` / ``+cutout`` appended."""
+    name = base if rho == 0 else f"{'asam' if adaptive else 'sam'} ρ={rho:g}"
+    name = name if base == "adamw" or rho == 0 else f"{base}+{name}"
+    return name if mix == "none" else f"{name}+{mix}"
+
+
+def base_settings(p: dict, base: str) -> dict:
+    """The TrainConfig fields of a base optimiser: AdamW at (``lr``, ``weight_decay``), SGD at (``sgd_lr``,
+    ``sgd_weight_decay``) with Nesterov momentum 0.9."""
+    if base == "adamw":
+        return dict(optimizer="adamw", lr=p["lr"], weight_decay=p["weight_decay"])
+    return dict(optimizer="sgd", lr=p["sgd_lr"], weight_decay=p["sgd_weight_decay"], momentum=0.9)
 
 
 def splits(p: dict) -> tuple[ImageData, ImageData, ImageData]:
@@ -70,13 +89,22 @@ def make_step(p: dict, data: ImageData, seed: int, rho: float = 0.0, adaptive: b
     return MixStep(mix=op) if op is not None else None
 
 
-def train(p: dict, model: str, data: ImageData, val: ImageData | None, *, seed: int, epochs: int,
-          rho: float = 0.0, adaptive: bool = False, mix: str = "none", **overrides):
-    """One run through the run cache (``overrides``: other TrainConfig fields, e.g. ``lr``). Returns
-    ``(model, history, cached)``."""
+def run_spec(p: dict, model: str, data: ImageData, val: ImageData | None, *, seed: int, epochs: int,
+             rho: float = 0.0, adaptive: bool = False, mix: str = "none", snapshots: bool = False,
+             **overrides) -> Run:
+    """One run's arguments (``overrides``: other TrainConfig fields, e.g. a base optimiser's ``lr``)."""
     cfg = TrainConfig.from_params(p, epochs=epochs, seed=seed, **overrides)
-    return train_or_load(model, data, val, config=cfg, model_kw=p["model_kw"][model],
-                         step=make_step(p, data, seed, rho, adaptive, mix), device=p["device"], progress=False)
+    return Run(model, data, val, cfg, p["model_kw"][model], make_step(p, data, seed, rho, adaptive, mix), snapshots)
+
+
+def train(p: dict, model: str, data: ImageData, val: ImageData | None, *, seed: int, epochs: int,
+          rho: float = 0.0, adaptive: bool = False, mix: str = "none", trained: set = frozenset(), **overrides):
+    """One run through the run cache. Returns ``(model, history, cached)``; a run in ``trained`` (folders that
+    :func:`~ibnb.core.parallel.prefetch` trained for this execution) counts as not cached."""
+    r = run_spec(p, model, data, val, seed=seed, epochs=epochs, rho=rho, adaptive=adaptive, mix=mix, **overrides)
+    net, hist, cached = train_or_load(r.model_name, data, val, config=r.config, model_kw=r.model_kw, step=r.step,
+                                      device=p["device"], progress=False, snapshots=r.snapshots)
+    return net, hist, cached and (not trained or r.folder().name not in trained)
 
 
 def _row(p, experiment, model_name, net, data, seed, epochs, hist, ev, cached, **extra) -> dict:
@@ -91,45 +119,82 @@ def _row(p, experiment, model_name, net, data, seed, epochs, hist, ev, cached, *
 
 
 def main_configs(p: dict) -> list[dict]:
-    """The sweep's methods: AdamW at equal steps and at equal gradient evaluations, SAM at every ρ, ASAM."""
-    E = p["epochs"]
-    configs = [dict(method=ADAMW, rho=0.0, epochs=E, budget="equal steps"),
-               dict(method=ADAMW2, rho=0.0, epochs=2 * E, budget="equal gradients")]
-    configs += [dict(method=method_name(r), rho=float(r), epochs=E, budget="equal steps") for r in p["rhos"]]
-    if p["asam_rho"] > 0:
-        configs.append(dict(method=method_name(p["asam_rho"], True), rho=float(p["asam_rho"]), adaptive=True,
-                            epochs=E, budget="equal steps"))
+    """The sweep's methods per base optimiser (see the module docstring), each with the seeds it runs."""
+    E, full, extra = p["epochs"], range(p["seeds"]), range(min(p["extra_seeds"], p["seeds"]))
+    configs = []
+    for i, b in enumerate(p["bases"]):
+        sam = dict(rho=float(p["sharp_rho"]), epochs=E, budget="equal steps", base=b, seeds=full)
+        configs += [dict(rho=0.0, epochs=E, budget="equal steps", base=b, seeds=full), sam]
+        if i == 0:
+            configs.append(dict(method=method_name(0.0, base=b) + " ×2 epochs", rho=0.0, epochs=2 * E,
+                                budget="equal gradients", base=b, seeds=full))
+            configs += [dict(rho=float(r), epochs=E, budget="equal steps", base=b, seeds=extra) for r in p["rhos"]
+                        if r != p["sharp_rho"]]
+        if p["asam_rho"] > 0:
+            configs.append(dict(rho=float(p["asam_rho"]), adaptive=True, epochs=E, budget="equal steps", base=b,
+                                seeds=extra))
+    for c in configs:
+        c.setdefault("method", method_name(c["rho"], c.get("adaptive", False), base=c["base"]))
+        c["snapshots"] = c["base"] == p["bases"][0] and c["epochs"] == E and c["rho"] in (0.0, p["sharp_rho"]) \
+            and not c.get("adaptive", False)  # the pair the sharpness-at-matched-loss comparison reads
     return configs
 
 
-def run_main(p: dict, pool: ImageData, val: ImageData, test: ImageData) -> tuple[pd.DataFrame, dict, dict]:
-    """Every model × method × seed. Returns (rows, histories[(model, method, seed)], models[(model, method, seed)])."""
-    rows, hists, nets = [], {}, {}
+def _main_runs(p: dict, pool: ImageData, val: ImageData):
+    """``(seed, data, config, kwargs of train)`` of every main-sweep run."""
     for seed in range(p["seeds"]):
         data = train_subset(pool, p, seed)
         for m in p["models"]:
             for c in main_configs(p):
-                adaptive = c.get("adaptive", False)
-                net, hist, cached = train(p, m, data, val, seed=seed, epochs=c["epochs"], rho=c["rho"],
-                                          adaptive=adaptive)
-                rows.append(_row(p, "sam", m, net, data, seed, c["epochs"], hist, evaluate(net, test), cached,
-                                 method=c["method"], rho=c["rho"], adaptive=adaptive, mix="none",
-                                 budget=c["budget"]))
-                hists[m, c["method"], seed], nets[m, c["method"], seed] = hist.frame, net
-    return pd.DataFrame(rows), hists, nets
+                if seed in c["seeds"]:
+                    yield seed, data, m, c, dict(seed=seed, epochs=c["epochs"], rho=c["rho"],
+                                                 adaptive=c.get("adaptive", False), snapshots=c["snapshots"],
+                                                 **base_settings(p, c["base"]))
 
 
-def run_mixing(p: dict, pool: ImageData, val: ImageData, test: ImageData) -> pd.DataFrame:
-    """Mixup / Cutout × {AdamW, SAM(ρ=mix_rho)} for ``mix_model`` (the runs without a batch op are run_main's)."""
-    rows, m = [], p["mix_model"]
+def _mix_runs(p: dict, pool: ImageData):
+    """``(seed, data, mix, rho)``: each batch op with SAM for every seed, with AdamW alone for ``extra_seeds``."""
     for seed in range(p["seeds"]):
         data = train_subset(pool, p, seed)
         for mix in p["mixes"]:
-            for rho in (0.0, float(p["mix_rho"])):
-                net, hist, cached = train(p, m, data, val, seed=seed, epochs=p["epochs"], rho=rho, mix=mix)
-                rows.append(_row(p, "mixing", m, net, data, seed, p["epochs"], hist, evaluate(net, test), cached,
-                                 method=method_name(rho, mix=mix), rho=rho, adaptive=False, mix=mix,
-                                 budget="equal steps"))
+            for rho in (0.0, float(p["mix_rho"])) if seed < p["extra_seeds"] else (float(p["mix_rho"]),):
+                yield seed, data, mix, rho
+
+
+def planned_runs(p: dict, pool: ImageData, val: ImageData) -> list[Run]:
+    """Every run of the main sweep, the batch operations and the attention maps, the costliest first (SAM's
+    two gradients, then the runs with twice the epochs), for :func:`~ibnb.core.parallel.prefetch`."""
+    runs = [(m, data, kw) for _, data, m, _, kw in _main_runs(p, pool, val)]
+    runs += [(p["mix_model"], data, dict(seed=seed, epochs=p["epochs"], rho=rho, mix=mix, **base_settings(p, "adamw")))
+             for seed, data, mix, rho in _mix_runs(p, pool)]
+    runs.append((p["sa_model"], train_subset(pool, p, 0), dict(seed=0, epochs=p["epochs"],
+                                                               **base_settings(p, "adamw"))))
+    specs = [run_spec(p, m, data, val, **kw) for m, data, kw in runs]
+    return sorted(specs, key=lambda r: -r.config.epochs * (2 if r.step is not None and hasattr(r.step, "rho") else 1))
+
+
+def run_main(p: dict, pool: ImageData, val: ImageData, test: ImageData,
+             trained: set = frozenset()) -> tuple[pd.DataFrame, dict, dict]:
+    """Every model × method × seed. Returns (rows, histories[(model, method, seed)], models[(model, method, seed)])."""
+    rows, hists, nets = [], {}, {}
+    for seed, data, m, c, kw in _main_runs(p, pool, val):
+        net, hist, cached = train(p, m, data, val, trained=trained, **kw)
+        rows.append(_row(p, "sam", m, net, data, seed, c["epochs"], hist, evaluate(net, test), cached,
+                         method=c["method"], rho=c["rho"], adaptive=kw["adaptive"], mix="none",
+                         budget=c["budget"], base=c["base"], lr=kw["lr"], weight_decay=kw["weight_decay"]))
+        hists[m, c["method"], seed], nets[m, c["method"], seed] = hist.frame, net
+    return pd.DataFrame(rows), hists, nets
+
+
+def run_mixing(p: dict, pool: ImageData, val: ImageData, test: ImageData, trained: set = frozenset()) -> pd.DataFrame:
+    """Mixup / Cutout × {AdamW, SAM(ρ=mix_rho)} for ``mix_model`` (the runs without a batch op are run_main's)."""
+    rows, m = [], p["mix_model"]
+    for seed, data, mix, rho in _mix_runs(p, pool):
+        net, hist, cached = train(p, m, data, val, seed=seed, epochs=p["epochs"], rho=rho, mix=mix, trained=trained,
+                                  **base_settings(p, "adamw"))
+        rows.append(_row(p, "mixing", m, net, data, seed, p["epochs"], hist, evaluate(net, test), cached,
+                         method=method_name(rho, mix=mix), rho=rho, adaptive=False, mix=mix,
+                         budget="equal steps", base="adamw"))
     return pd.DataFrame(rows)
 
 
@@ -140,25 +205,70 @@ def sharpness_batch(pool: ImageData, p: dict, device) -> tuple[torch.Tensor, tor
     return next(iter(DeviceLoader(data.subset(idx), len(idx), shuffle=False, device=device)))
 
 
-def run_sharpness(p: dict, pool: ImageData, nets: dict, main: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(measurements, slices) per model, seed and method (AdamW vs SAM ρ=sharp_rho, same steps): PGA sharpness at
-    ρ=sharp_rho, top Hessian eigenvalue, the loss along a filter-normalised direction. Each measurement row
-    carries its run's ``converged`` flag."""
-    sam = method_name(p["sharp_rho"])
+def _measure(net, x, y, p: dict, seed: int) -> dict:
+    s = pga_sharpness(net, x, y, rho=p["sharp_rho"], steps=p["pga_steps"])
+    h = top_hessian_eigenvalue(net, x, y, iters=p["hessian_iters"], seed=seed)
+    return dict(train_loss=s["loss"], pga_sharpness=s["sharpness"], one_step_sharpness=s["one_step"],
+                hessian_top=h["eigenvalue"], hessian_iters=h["iters"])
+
+
+@torch.no_grad()
+def batch_loss(net, x, y) -> float:
+    """Cross-entropy (nats) of ``net`` in eval mode on the batch."""
+    was = net.training
+    net.eval()
+    loss = float(torch.nn.functional.cross_entropy(net(x).float(), y))
+    net.train(was)
+    return loss
+
+
+def matched_snapshot(net, folder, x, y, target: float) -> tuple[int, float]:
+    """``(epoch, loss)`` of the epoch snapshot of the run in ``folder`` whose loss on ``(x, y)`` is closest to
+    ``target``; ``net`` is left holding that snapshot's weights."""
+    losses = []
+    for state in load_snapshots(folder):
+        net.load_state_dict(state)
+        losses.append(batch_loss(net, x, y))
+    best = int(np.argmin(np.abs(np.asarray(losses) - target)))
+    net.load_state_dict(load_snapshots(folder)[best])
+    return best + 1, losses[best]
+
+
+def run_sharpness(p: dict, pool: ImageData, val: ImageData, nets: dict,
+                  main: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measurements, slices) per model and seed of AdamW vs SAM ρ=sharp_rho (same steps): PGA sharpness at
+    ρ=sharp_rho, top Hessian eigenvalue and the loss along a filter-normalised direction of the final weights
+    (``stage`` "end"), and PGA sharpness and top eigenvalue at matched training loss (``stage`` :data:`MATCHED`):
+    the run whose final loss on the sharpness batch is lower is measured at its epoch snapshot closest to the
+    other run's final loss; the other run enters with its final weights. Rows carry their run's ``converged``."""
+    sam, E = method_name(p["sharp_rho"]), p["epochs"]
     alphas = np.linspace(-p["slice_range"], p["slice_range"], p["slice_points"])
     conv = main.set_index(["model", "method", "seed"])["converged"]
     rows, slices = [], []
-    for (m, method, seed), net in nets.items():
-        if method not in (ADAMW, sam):
-            continue
-        x, y = sharpness_batch(pool, p, next(net.parameters()).device)
-        s = pga_sharpness(net, x, y, rho=p["sharp_rho"], steps=p["pga_steps"])
-        h = top_hessian_eigenvalue(net, x, y, iters=p["hessian_iters"], seed=seed)
-        sl = loss_slice(net, x, y, alphas, seed=seed)
-        rows.append(dict(model=m, method=method, seed=seed, train_loss=s["loss"], pga_sharpness=s["sharpness"],
-                         one_step_sharpness=s["one_step"], hessian_top=h["eigenvalue"], hessian_iters=h["iters"],
-                         converged=bool(conv[m, method, seed])))
-        slices += [dict(model=m, method=method, seed=seed, alpha=float(a), loss=float(v)) for a, v in zip(alphas, sl)]
+    for m in p["models"]:
+        for seed in range(p["seeds"]):
+            pair = {meth: nets.get((m, meth, seed)) for meth in (ADAMW, sam)}
+            if any(v is None for v in pair.values()):
+                continue
+            x, y = sharpness_batch(pool, p, next(pair[ADAMW].parameters()).device)
+            end = {}
+            for method, net in pair.items():
+                end[method] = dict(model=m, method=method, seed=seed, epoch=E, converged=bool(conv[m, method, seed]),
+                                   **_measure(net, x, y, p, seed))
+                rows.append(dict(stage="end", **end[method]))
+                sl = loss_slice(net, x, y, alphas, seed=seed)
+                slices += [dict(model=m, method=method, seed=seed, alpha=float(a), loss=float(v))
+                           for a, v in zip(alphas, sl)]
+            lower = min(end, key=lambda k: end[k]["train_loss"])
+            other = sam if lower == ADAMW else ADAMW
+            net = copy.deepcopy(pair[lower])
+            folder = run_spec(p, m, train_subset(pool, p, seed), val, seed=seed, epochs=E,
+                              rho=0.0 if lower == ADAMW else float(p["sharp_rho"]), snapshots=True,
+                              **base_settings(p, "adamw")).folder()
+            epoch, _ = matched_snapshot(net, folder, x, y, end[other]["train_loss"])
+            rows.append(dict(stage=MATCHED, **end[other]))
+            rows.append(dict(stage=MATCHED, model=m, method=lower, seed=seed, epoch=epoch,
+                             converged=end[lower]["converged"], **_measure(net, x, y, p, seed)))
     return pd.DataFrame(rows), pd.DataFrame(slices)
 
 
@@ -166,7 +276,8 @@ def run_rollout(p: dict, pool: ImageData, val: ImageData, test: ImageData, nets:
     """Rollout maps of the seed-0 ViT (AdamW and SAM ρ=sharp_rho) and the mean spatial-attention map of a CNN+SA
     (``sa_model``) trained with AdamW on the same seed-0 training set, on ``rollout_images`` test images (one per
     class, seeded). Maps are rescaled to [0, 1] per image; ``sa_range`` keeps the raw (sigmoid) range."""
-    sa, _, _ = train(p, p["sa_model"], train_subset(pool, p, 0), val, seed=0, epochs=p["epochs"])
+    sa, _, _ = train(p, p["sa_model"], train_subset(pool, p, 0), val, seed=0, epochs=p["epochs"],
+                     **base_settings(p, "adamw"))
     images = class_balanced_subset(test, 1, seed=7).subset(torch.arange(p["rollout_images"]))
     out = {"images": images, "maps": {}, "pred": {}}
     for method in (ADAMW, method_name(p["sharp_rho"])):
@@ -201,7 +312,7 @@ class Outcome:
     sharp: pd.DataFrame
     slices: pd.DataFrame
     rollout: dict
-    search: "Search"
+    searches: "dict[str, Search]"  # per model of search_models
     chosen: pd.DataFrame
     arch: pd.DataFrame | None
     n_train: int
@@ -211,15 +322,16 @@ class Outcome:
 
 def run_all(p: dict, progress: bool = False) -> Outcome:
     """Train or load every run and write ``book/results/08_vit_sam/<profile>.csv``."""
-    pool, val, test = splits(p)
-    main, hists, nets = run_main(p, pool, val, test)
-    mix = run_mixing(p, pool, val, test)
-    sharp, slices = run_sharpness(p, pool, nets, main)
-    ro = run_rollout(p, pool, val, test, nets)
-    from ibnb.chapters.vit_sam.search import run_chosen, run_search  # search.py builds on this module's train()
+    from ibnb.chapters.vit_sam.search import run_chosen, run_searches  # search.py builds on this module's train()
 
-    search = run_search(p, pool, val)
-    chosen = run_chosen(p, pool, val, test, search)
+    pool, val, test = splits(p)
+    trained = prefetch(planned_runs(p, pool, val), p["workers"], p["device"])
+    main, hists, nets = run_main(p, pool, val, test, trained)
+    mix = run_mixing(p, pool, val, test, trained)
+    sharp, slices = run_sharpness(p, pool, val, nets, main)
+    ro = run_rollout(p, pool, val, test, nets)
+    searches = run_searches(p, pool, val)
+    chosen = run_chosen(p, pool, val, test, searches)
     write_results(pd.concat([main, mix, chosen], ignore_index=True), NOTEBOOK, p["profile"])
-    return Outcome(main, hists, mix, sharp, slices, ro, search, chosen, size_sweep(p["arch_profile"]),
+    return Outcome(main, hists, mix, sharp, slices, ro, searches, chosen, size_sweep(p["arch_profile"]),
                    len(train_subset(pool, p, 0)), len(val), len(test))
