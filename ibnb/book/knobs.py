@@ -29,7 +29,7 @@ VOLUME: dict[str, set[str]] = {
     "07_self_supervised": {"probe_epochs", "n_per_class", "val_per_class", "test_per_class", "epochs",
                            "finetune_epochs", "transfer_per_class", "tsne_per_class", "seeds", "seeds_other_methods"},
     "08_vit_sam": {"n_per_class", "val_per_class", "test_per_class", "epochs", "seeds", "sharp_n", "hessian_iters",
-                   "slice_points", "rollout_images", "search_trials", "search_epochs"},
+                   "slice_points", "rollout_images", "search_trials", "search_epochs", "extra_seeds"},
     "10_cpu_training": {"val_per_class", "n_per_class", "test_per_class", "seeds", "seeds_cheapest", "parity_epochs",
                         "parity_seeds", "bench_steps", "bench_repeats", "bench_batch_size"},
 }
@@ -46,7 +46,7 @@ SHAPE: dict[str, set[str]] = {
     "06_deep_weight_prior": {"width1", "width2", "vae_hidden"},
     "07_self_supervised": {"loss_kw", "backbones", "backbone_kw", "batch_size", "projector_dims", "wmse_dim",
                            "warmup_epochs"},
-    "08_vit_sam": {"asam_rho", "models", "model_kw", "batch_size", "lr", "rhos", "search_model", "arch_profile"},
+    "08_vit_sam": {"asam_rho", "models", "model_kw", "batch_size", "lr", "rhos", "search_models", "arch_profile"},
     "10_cpu_training": {"bench_models", "recipes", "batch_size", "widths_s"},
 }
 
