@@ -1,44 +1,47 @@
-"""Chapter 01's claims audit: verdicts follow the numbers of a hand-made sweep table, through judge()."""
+"""Chapter 01: the claims audit follows the numbers of a hand-made sweep table (through judge()), the calibration
+takes the right rows, the search picks the best validation accuracy, and the presets validate their grid."""
 from __future__ import annotations
 
 import importlib
+from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 
 from ibnb.book import profiles
-from ibnb.chapters.architectures import presets
-from ibnb.core.reference import REFERENCE_SIZES, epochs_for
+from ibnb.chapters.architectures import presets, sweep
 
 A = importlib.import_module("ibnb.chapters.architectures.audit")  # the package's audit() shadows the module name
 
+SMALL, LARGE, FULL = 20, 320, 640
+P = dict(n_per_class=[SMALL, LARGE, FULL], epochs=[40, 10, 5], models=["mlp", "mlp_small", "mixer", "cnn", "fast_cnn"],
+         grid={"mlp": {"none": [SMALL, LARGE, FULL]}, "mlp_small": {"none": [SMALL]},
+               "mixer": {"none": [SMALL, LARGE]}, "cnn": {"none": [SMALL, LARGE, FULL], "crop+flip": [SMALL, FULL]},
+               "fast_cnn": {"recipe": [FULL]}},
+         permute_n_per_class=SMALL, permute_models=["mlp", "cnn"], seeds=3, model_kw={"mlp": {"width": 8}})
+
 
 def _sweep(cnn_lead_small: float, cnn_lead_large: float, aug_gain: float, perm_drop_cnn: float, *, seeds: int = 3,
-           converged: bool = True) -> pd.DataFrame:
+           converged: bool = True, fast: float = 0.80) -> pd.DataFrame:
     rows = []
-    for n, lead in ((20, cnn_lead_small), (320, cnn_lead_large)):
-        for seed in range(seeds):
-            noise = 0.002 * seed
-            for aug, gain in (("none", 0.0), ("crop+flip", aug_gain)):
-                rows.append(dict(model="mlp", augment=aug, permuted=False, n_per_class=n, seed=seed,
-                                 test_acc=0.30 + noise))
-                rows.append(dict(model="mixer", augment=aug, permuted=False, n_per_class=n, seed=seed,
-                                 test_acc=0.25 + noise))
-                rows.append(dict(model="cnn", augment=aug, permuted=False, n_per_class=n, seed=seed,
-                                 test_acc=0.30 + lead + gain + 2 * noise))
-    for seed in range(seeds):  # the permutation control at 20 images per class
-        rows.append(dict(model="mlp", augment="none", permuted=True, n_per_class=20, seed=seed,
-                         test_acc=0.30 + 0.002 * seed + 0.001 * (-1) ** seed))
-        rows.append(dict(model="cnn", augment="none", permuted=True, n_per_class=20, seed=seed,
+    lead = {SMALL: cnn_lead_small, LARGE: cnn_lead_large, FULL: cnn_lead_large}
+    for seed in range(seeds):
+        noise = 0.002 * seed
+        for m, cells in P["grid"].items():
+            for aug, sizes in cells.items():
+                for n in sizes:
+                    acc = {"mlp": 0.30, "mlp_small": 0.28, "mixer": 0.25, "fast_cnn": fast}[m] + noise if m != "cnn" \
+                        else 0.30 + lead[n] + (aug_gain if aug == "crop+flip" else 0.0) + 2 * noise
+                    rows.append(dict(model=m, augment=aug, permuted=False, n_per_class=n, seed=seed, test_acc=acc,
+                                     epochs=dict(zip(P["n_per_class"], P["epochs"]))[n]))
+        rows.append(dict(model="mlp", augment="none", permuted=True, n_per_class=SMALL, seed=seed, epochs=40,
+                         test_acc=0.30 + noise + 0.001 * (-1) ** seed))
+        rows.append(dict(model="cnn", augment="none", permuted=True, n_per_class=SMALL, seed=seed, epochs=40,
                          test_acc=0.30 + cnn_lead_small - perm_drop_cnn + 0.004 * seed))
     df = pd.DataFrame(rows)
     df["converged"] = converged
     df["n_train"] = 10 * df["n_per_class"]
-    df["epochs"] = 6
     return df
-
-
-P = dict(n_per_class=[20, 320], models=["mlp", "mixer", "cnn"], augment_options=["none", "crop+flip"], epochs=6,
-         permute_n_per_class=20, seeds=3, min_steps=100)
 
 
 def _verdicts(df, p=P):
@@ -51,14 +54,24 @@ def test_claims_audit_verdicts_follow_the_numbers():
     assert v["the CNN's lead over the MLP shrinks as the training set grows"] == "supported"
     assert v["MLP-Mixer trails a CNN on small data"] == "supported"
     assert v["crop+flip augmentation improves a CNN trained on 200 images"] == "supported"
+    assert v["crop+flip augmentation improves a CNN trained on 6,400 images"] == "supported"
     assert v["shuffling pixel positions hurts a CNN"] == "supported"
     assert v["shuffling pixel positions does not change an MLP"] == "consistent"
 
     flipped = _verdicts(_sweep(-0.05, 0.01, -0.03, -0.05))
     assert flipped["a CNN beats an MLP when data is scarce"] == "contradicted"
     assert flipped["the CNN's lead over the MLP shrinks as the training set grows"] == "contradicted"
-    assert flipped["crop+flip augmentation improves a CNN trained on 3,200 images"] == "contradicted"
+    assert flipped["crop+flip augmentation improves a CNN trained on 6,400 images"] == "contradicted"
     assert flipped["shuffling pixel positions hurts a CNN"] == "contradicted"
+
+
+def test_the_claims_compare_the_sizes_both_models_were_trained_on():
+    assert A.compared_sizes(P) == (SMALL, FULL)
+    assert A.aug_sizes(P) == (SMALL, FULL)
+    e = A.effects(_sweep(0.05, 0.01, 0.03, 0.05), P)
+    assert abs(e["cnn_mlp_large"].mean - 100 * (0.01 + 0.002)) < 1e-9  # cnn 2×noise − mlp noise, mean over seeds
+    assert set(k for k in e if k.startswith("matched_")) == {f"matched_{SMALL}"}
+    assert abs(e[f"matched_{SMALL}"].mean - 100 * (0.30 + 0.05 - 0.28 + 0.002)) < 1e-9
 
 
 def test_two_seeds_or_unconverged_runs_are_not_testable():
@@ -69,21 +82,46 @@ def test_two_seeds_or_unconverged_runs_are_not_testable():
     assert all("convergence" in c.reason for c in stuck)
 
 
-def test_calibration_takes_the_best_cnn_at_the_largest_size():
-    df = _sweep(0.05, 0.01, 0.03, 0.05)
-    cal = A.calibration(df, {**P, "models": ["mlp", "cnn"]}, num_classes=10)
-    assert len(cal) == 2 and {c.published for c in cal} == {93.0, 94.0}
-    assert abs(cal[0].ours.mean - 100 * (0.30 + 0.01 + 0.03 + 0.004)) < 1e-9  # mean over seeds
-    assert not cal[0].within and cal[0].row()["within tolerance"] == "no"
+def test_calibration_takes_the_best_augmented_cnn_on_the_full_set_and_the_plain_mlp():
+    cal = A.calibration(_sweep(0.05, 0.01, 0.03, 0.05, fast=0.80), P, num_classes=10)
+    assert [c.published for c in cal] == [93.0, 94.0, A.S_MLP]
+    assert "fast CNN" in cal[0].quantity and abs(cal[0].ours.mean - 100 * 0.802) < 1e-9
+    assert abs(cal[2].ours.mean - 100 * 0.302) < 1e-9 and not cal[2].within
+    slow = A.calibration(_sweep(0.05, 0.01, 0.03, 0.05, fast=0.10), P, num_classes=10)
+    assert slow[0].quantity.startswith("best CNN (CNN)")  # the CNN with crop+flip beats a weak recipe run
+    assert abs(slow[0].ours.mean - 100 * (0.30 + 0.01 + 0.03 + 0.004)) < 1e-9
 
 
-def test_presets_resolve_share_reference_sizes_and_validate():
+def test_search_chooses_each_models_best_validation_accuracy(monkeypatch):
+    p = {**profiles.resolve(presets, {"profile": "smoke"}), "lrs": [1e-3, 2e-3, 5e-3], "weight_decays": [0.0, 0.1]}
+    best = {"mlp": (2e-3, 0.1), "cnn": (5e-3, 0.0)}
+
+    def fake_load(spec, device):
+        lr, wd = spec.config.lr, spec.config.weight_decay
+        acc = 0.5 if best.get(spec.model_name, (1e-3, 0.0)) == (lr, wd) else 0.1 + lr
+        return None, SimpleNamespace(last={"val_acc": acc}, convergence=SimpleNamespace(passed=True)), True
+
+    monkeypatch.setattr(sweep, "load", fake_load)
+    monkeypatch.setattr(sweep, "prefetch", lambda *a, **k: set())
+    monkeypatch.setattr(sweep, "run_spec", lambda p, run, pool, val, setting: SimpleNamespace(
+        model_name=presets.ARCH.get(run["model"], run["model"]), train=[0] * 10,
+        config=SimpleNamespace(lr=setting[0], weight_decay=setting[1], epochs=1)))
+    table, chosen = sweep.search(p, None, None)
+    assert len(table) == len(sweep.tuned_models(p)) * 6 and table["chosen"].sum() == len(chosen)
+    assert chosen["mlp"] == best["mlp"] and chosen["cnn"] == best["cnn"]
+    assert chosen["vit"] == (1e-3, 0.0)
+
+
+def test_presets_resolve_and_validate_the_grid():
     for prof in profiles.PROFILES:
         p = profiles.resolve(presets, {"profile": prof})
-        assert p["model_kw"] == REFERENCE_SIZES[prof] and p["device"] != "auto"
+        assert p["device"] != "auto" and len(p["epochs"]) == len(p["n_per_class"])
+        assert sweep.plan(p) and A.compared_sizes(p)[0] < A.compared_sizes(p)[1]
     cpu = profiles.resolve(presets, {"profile": "cpu"})
-    assert epochs_for(200, cpu["batch_size"], cpu["epochs"], cpu["min_steps"]) * (200 // cpu["batch_size"]) >= 100
-    import pytest
-
+    assert cpu["seeds"] >= 3 and cpu["test_per_class"] == 0 and max(cpu["n_per_class"]) * 10 >= 49_000
     with pytest.raises(profiles.ParameterError, match="permute_n_per_class"):
         profiles.resolve(presets, {"permute_n_per_class": 7})
+    with pytest.raises(profiles.ParameterError, match="one per size"):
+        profiles.resolve(presets, {"epochs": [10]})
+    with pytest.raises(profiles.ParameterError, match="must be one of n_per_class"):
+        profiles.resolve(presets, {"grid": {"cnn": {"none": [50, 123]}}})

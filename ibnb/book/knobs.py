@@ -9,8 +9,8 @@ from typing import Any
 
 #: per notebook: the knobs that set how much is done (images, epochs, steps, seeds, trials), taken from ``smoke``
 VOLUME: dict[str, set[str]] = {
-    "01_architectures": {"val_per_class", "n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
-                         "permute_n_per_class"},
+    "01_architectures": {"val_per_class", "n_per_class", "epochs", "seeds", "test_per_class", "grid",
+                         "tune_n_per_class", "fast_epochs", "permute_n_per_class", "permute_models"},
     "02_mlp_scaling": {"val_per_class", "ladder_n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
                        "scaling_n_per_class", "scaling_seeds", "batch_seeds", "prior_n_per_class", "prior_epochs",
                        "throughput_steps", "throughput_batch"},
@@ -35,7 +35,7 @@ VOLUME: dict[str, set[str]] = {
 }
 #: per notebook: knobs that differ between ``smoke`` and ``gpu`` and define *what* runs (kept at the profile's value)
 SHAPE: dict[str, set[str]] = {
-    "01_architectures": {"lr", "model_kw", "batch_size"},
+    "01_architectures": {"model_kw", "batch_size", "lrs", "weight_decays", "fast_recipe"},
     "02_mlp_scaling": {"lr", "model_kw", "batch_size", "scaling_sizes", "batch_sizes"},
     "03_spatial_attention": {"width", "grid_lr", "grid_batch_size", "grid_weight_decay", "pacs_size",
                              "faith_fractions", "food"},

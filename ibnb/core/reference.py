@@ -1,4 +1,5 @@
-"""Reference settings shared by the chapters that train the standard architectures on CIFAR-10 (01 and 02).
+"""Reference settings of the standard architectures on CIFAR-10 (chapter 02, and chapter 01's ``smoke`` and ``gpu``
+sizes; chapter 01's ``cpu`` profile sizes its models itself, for its per-size step budgets).
 
 Two chapters that train the same model with the same settings on the same data share that run through the run
 cache (:mod:`ibnb.core.runs`), so what makes two runs identical lives here, once:

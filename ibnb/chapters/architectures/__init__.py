@@ -1,8 +1,11 @@
 """Chapter 01 — architecture as inductive bias (the chapter contract of :mod:`ibnb.chapters`).
 
-Six architectures are trained from scratch on class-balanced CIFAR-10 subsets of several sizes, with and without
-crop+flip augmentation, over several seeds; a control trains every model on pixel-permuted images. Files:
-``presets.py`` (knobs), ``sweep.py`` (the runs), ``audit.py`` (claims and calibration), ``figures.py``.
+Seven architectures (MLP, a CNN-sized MLP, Mixer, ViT, CNN, CNN with self-attention, ResNet-18) are trained
+from scratch on class-balanced CIFAR-10 subsets of several sizes, with and without crop+flip augmentation, over
+several seeds, each with the learning rate and weight decay of one small search per model; the airbench-style
+fast CNN trains with its own recipe on the full set; a control trains some models on pixel-permuted images.
+Files: ``presets.py`` (knobs), ``sweep.py`` (the search and the runs), ``audit.py`` (claims and calibration),
+``figures.py``.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from ibnb.book.profiles import presets as profile_presets
 from ibnb.book.tables import Table, table
 from ibnb.chapters.architectures import audit as _audit
 from ibnb.chapters.architectures import figures as _figures
-from ibnb.chapters.architectures.presets import NAMES, NOTEBOOK
+from ibnb.chapters.architectures.presets import NAMES, NOTEBOOK, RECIPE
 from ibnb.core.reference import changes
-from ibnb.chapters.architectures.sweep import Outcome, plan, run_epochs, run_sweep
+from ibnb.chapters.architectures.sweep import Outcome, plan, run_sweep, tuned_models
 
 __all__ = ["NOTEBOOK", "Outcome", "run", "audit", "numbers", "figures", "tables"]
 
@@ -35,19 +38,29 @@ def _name(model: str) -> Markdown:
     return Markdown(NAMES.get(model, model))
 
 
+def _sizes_text(P: dict, K: int) -> str:
+    return ", ".join(f"{K * n:,} ({e} epochs)" for n, e in zip(P["n_per_class"], P["epochs"]))
+
+
 def numbers(out: Outcome, P: dict) -> dict:
     """Every number the page quotes, by glue name."""
     df, K = out.df, out.num_classes
     main = _audit.main_runs(df)
-    small, large = min(P["n_per_class"]), max(P["n_per_class"])
+    small, large = _audit.compared_sizes(P)
     aug = _audit.best_augment(P)
     n = {"n_sizes": len(P["n_per_class"]), "n_min": K * small, "n_max": K * large, "n_seeds": P["seeds"],
-         "epochs": P["epochs"], "min_steps": P["min_steps"], "epochs_small": run_epochs(K * small, P),
-         "epochs_large": run_epochs(K * large, P), "lr": float(P["lr"]), "wd": float(P["weight_decay"]),
+         "sizes": Markdown(_sizes_text(P, K)), "n_full": K * _audit.full_size(P),
          "batch_size": P["batch_size"], "n_test": int(df["n_test"].iloc[0]), "n_val": K * P["val_per_class"],
          "n_runs": len(plan(P)), "n_cached": int(df["cached"].sum()), "n_converged": int(df["converged"].sum()),
-         "gpu_epochs": profile_presets(NOTEBOOK)["gpu"]["epochs"], "n_perm": K * P["permute_n_per_class"],
-         "profile_name": Markdown(f"`{P['profile']}`")}
+         "n_probed": int(df["probed"].sum()), "n_tune": K * P["tune_n_per_class"],
+         "n_settings": len(P["lrs"]) * len(P["weight_decays"]),
+         "lrs": Markdown(", ".join(f"{lr:g}" for lr in P["lrs"])),
+         "wds": Markdown(", ".join(f"{wd:g}" for wd in P["weight_decays"])),
+         "chosen": Markdown("; ".join(f"{NAMES.get(m, m)} {lr:g} / {wd:g}" for m, (lr, wd) in out.chosen.items())),
+         "fast_recipe": Markdown(f"`{P['fast_recipe']}`"), "fast_epochs": P["fast_epochs"],
+         "gpu_epochs": Markdown(", ".join(str(e) for e in profile_presets(NOTEBOOK)["gpu"]["epochs"])),
+         "n_perm": K * P["permute_n_per_class"],
+         "perm_models": Markdown(", ".join(NAMES.get(m, m) for m in P["permute_models"])), "profile_name": Markdown(f"`{P['profile']}`")}
     for size, tag in ((small, "small"), (large, "large")):
         d = main[(main["augment"] == "none") & (main["n_per_class"] == size)]
         mean = d.groupby("model")["test_acc"].mean().sort_values(ascending=False)
@@ -55,11 +68,14 @@ def numbers(out: Outcome, P: dict) -> dict:
         n[f"worst_{tag}"], n[f"worstacc_{tag}"] = _name(mean.index[-1]), float(100 * mean.iloc[-1])
     for key, e in _audit.effects(df, P).items():
         n[f"e_{key}"] = Markdown(e.text())
+    aug_small, aug_large = _audit.aug_sizes(P)
+    n.update(n_aug_small=K * aug_small, n_aug_large=K * aug_large)
     cal = _audit.calibration(df, P, K)
-    n["cal_model"] = _name(_audit.best_cnn(df, P))
+    model, cal_aug = _audit.best_cnn(df, P)
+    n["cal_model"] = Markdown(NAMES.get(model, model) + (" (its recipe)" if cal_aug == RECIPE else f" with {cal_aug}"))
     n["cal_acc"] = Markdown(cal[0].ours.text(signed=False))
     n["cal_gap"] = float(-cal[0].difference)
-    n["cal_data_factor"] = float(50_000 / (K * large))
+    n["cal_mlp"] = Markdown(cal[-1].ours.text(signed=False) if len(cal) > 2 else "not run at this profile")
     claims = _audit.claims(df, P, K)
     t = tally(claims)
     n.update(n_claims=len(claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(claims) - t[NOT_TESTABLE])
@@ -72,22 +88,24 @@ def figures(out: Outcome, P: dict) -> dict:
     """The chapter's figures by glue name."""
     main = _audit.main_runs(out.df)
     figs = {"fig_accuracy": _figures.accuracy_vs_size(main, P["models"]),
-            "fig_curves": _figures.loss_curves(out.histories, P["models"], max(P["n_per_class"]),
-                                               P["augment_options"])}
+            "fig_curves": _figures.loss_curves(out.histories, tuned_models(P), P["tune_n_per_class"],
+                                               ["none", _audit.best_augment(P)]),
+            "fig_search": _figures.search_curves(out.search)}
     if P["permute_n_per_class"]:
         figs["fig_permutation"] = _figures.permutation_bars(_audit.pixel_control(out.df, P["permute_n_per_class"]),
-                                                            P["models"])
+                                                            P["permute_models"])
     return figs
 
 
-def _accuracy_table(df: pd.DataFrame, P: dict) -> Table:
+def _accuracy_table(df: pd.DataFrame, P: dict, K: int) -> Table:
     rows = []
-    for aug in P["augment_options"]:
-        for m in P["models"]:
-            row = {"model": NAMES.get(m, m), "augmentation": "no augmentation" if aug == "none" else aug}
-            for size in sorted(df["n_train"].unique()):
-                e = group_effect(df, where={"model": m, "augment": aug, "n_train": size})
-                row[f"{size:,} images"] = e.text(signed=False)
+    for m in P["models"]:
+        for aug, sizes in P["grid"].get(m, {}).items():
+            row = {"model": NAMES.get(m, m),
+                   "augmentation": {"none": "no augmentation", RECIPE: "its recipe (flip + translate)"}.get(aug, aug)}
+            for size in P["n_per_class"]:
+                e = group_effect(df, where={"model": m, "augment": aug, "n_per_class": size})
+                row[f"{K * size:,} images"] = e.text(signed=False) if size in sizes else "not run"
             rows.append(row)
     return table(pd.DataFrame(rows))
 
@@ -97,20 +115,39 @@ def tables(out: Outcome, P: dict) -> dict:
     df = out.df
     main = _audit.main_runs(df)
     e = _audit.effects(df, P)
-    models = df.groupby("model", sort=False).agg(params=("params", "first"), images_per_s=("images_per_s", "median"),
+    models = df.groupby("model", sort=False).agg(params=("params", "first"),
+                                                 mflop=("train_flops_per_image", "first"),
+                                                 images_per_s=("images_per_s", "median"),
                                                  converged=("converged", "sum"), runs=("converged", "size"))
     models = models.reindex(P["models"]).reset_index()
+    models["mflop"] = models["mflop"] / 1e6
+    models["setting"] = [("recipe" if m not in out.chosen else f"{out.chosen[m][0]:g} / {out.chosen[m][1]:g}")
+                         for m in models["model"]]
     models["model"] = models["model"].map(lambda m: NAMES.get(m, m))
     models["converged"] = [f"{c} of {r}" for c, r in zip(models["converged"], models["runs"])]
-    out_tables = {"accuracy": _accuracy_table(main, P),
-                  "models": table(models.drop(columns="runs"), digits={"images_per_s": 0},
+    search = out.search.assign(model=out.search["model"].map(lambda m: NAMES.get(m, m)),
+                               chosen=out.search["chosen"].map({True: "chosen", False: ""}))
+    aug = _audit.best_augment(P)
+    out_tables = {"accuracy": _accuracy_table(main, P, out.num_classes),
+                  "models": table(models.drop(columns="runs"), digits={"images_per_s": 0, "mflop": 1},
                                   columns={"model": "model", "params": "parameters",
+                                           "mflop": "training MFLOP per image", "setting": "lr / weight decay",
                                            "images_per_s": "training images/s (median)",
                                            "converged": "runs passing the convergence check"}),
+                  "search": table(search, percent=("val_acc",),
+                                  columns={"model": "model", "lr": "learning rate", "weight_decay": "weight decay",
+                                           "val_acc": "validation accuracy (%)", "chosen": "chosen"},
+                                  digits={"lr": 4, "weight_decay": 3, "val_acc": 1}),
                   "augmentation": table(pd.DataFrame(
-                      [{"model": NAMES.get(m, m), f"{_audit.best_augment(P)} − no augmentation": e[f"aug_{m}"].text()}
-                       for m in P["models"]]))}
+                      [{"model": NAMES.get(m, m),
+                        f"{aug} − none, smallest size": e[f"augsmall_{m}"].text(),
+                        f"{aug} − none, largest size": e[f"aug_{m}"].text()}
+                       for m in P["models"] if f"aug_{m}" in e])),
+                  "matched": table(pd.DataFrame(
+                      [{"training images": f"{out.num_classes * int(k.split('_')[1]):,}", "CNN − CNN-sized MLP": v.text()}
+                       for k, v in e.items() if k.startswith("matched_")]))}
     if P["permute_n_per_class"]:
         out_tables["permutation"] = table(pd.DataFrame(
-            [{"model": NAMES.get(m, m), "original − permuted pixels": e[f"perm_{m}"].text()} for m in P["models"]]))
+            [{"model": NAMES.get(m, m), "original − permuted pixels": e[f"perm_{m}"].text()}
+             for m in P["permute_models"]]))
     return out_tables

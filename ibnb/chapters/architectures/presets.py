@@ -1,51 +1,113 @@
 """Chapter 01's knobs per profile (``smoke`` / ``cpu`` / ``gpu``) and their validation.
 
-Training settings are named like :class:`ibnb.core.train.TrainConfig` fields (``epochs``, ``batch_size``,
-``optimizer``, ``lr``, ``weight_decay``, ``schedule``, ``label_smoothing``, ``compile``) and become one config per
-run with ``TrainConfig.from_params(P, epochs=..., augment=..., seed=...)``. Model sizes are the book's reference
-sizes (:mod:`ibnb.core.reference`), so chapter 02 reuses these runs through the run cache.
+The sweep is a **grid per model**: ``grid[model][augment]`` lists the training-set sizes (images per class, each
+one of ``n_per_class``) that model is trained on with that augmentation. Each size has its own step budget:
+``epochs[i]`` passes over a set of ``n_per_class[i]`` images per class (small sets need many passes to fit, the
+full set few). Training settings are named like :class:`ibnb.core.train.TrainConfig` fields and become one config
+per run with ``TrainConfig.from_params(P, ...)``; the learning rate and weight decay of each model are chosen by
+a small search on a validation split (``lrs`` × ``weight_decays`` at ``tune_n_per_class`` images per class, first
+seed, no augmentation), the same search for every model. ``fast_cnn`` is the exception: it trains with its own
+recipe (:mod:`ibnb.core.fast_recipe`, ``fast_recipe`` for ``fast_epochs`` epochs), as published, and is marked
+``recipe`` in the grid.
+
+``mlp_small`` is an MLP with about the CNN's number of parameters (one hidden layer), so the reader can separate
+the CNN's prior from its capacity. :data:`ARCH` maps such aliases to the model registry's name.
 """
 from __future__ import annotations
 
 from ibnb.book.profiles import require
 from ibnb.core.data import DATASETS
+from ibnb.core.fast_recipe import RECIPES
 from ibnb.core.models import list_models
 from ibnb.core.reference import reference_sizes
 
 NOTEBOOK = "01_architectures"
-MODELS = ["mlp", "mixer", "vit", "cnn", "cnn_sa", "resnet18"]
+MODELS = ["mlp", "mlp_small", "mixer", "vit", "cnn", "cnn_sa", "resnet18", "fast_cnn"]
+#: aliases of registry models (a second size of one architecture)
+ARCH = {"mlp_small": "mlp"}
 #: the convolutional models (the calibration row takes the best of them)
-CNNS = ("cnn", "cnn_sa", "resnet18")
+CNNS = ("cnn", "cnn_sa", "resnet18", "fast_cnn")
+#: the augmentation label of a model trained with its own recipe
+RECIPE = "recipe"
 #: display names
-NAMES = {"mlp": "MLP", "mixer": "Mixer", "vit": "ViT", "cnn": "CNN", "cnn_sa": "CNN+SA", "resnet18": "ResNet-18"}
+NAMES = {"mlp": "MLP", "mlp_small": "MLP (CNN-sized)", "mixer": "Mixer", "vit": "ViT", "cnn": "CNN",
+         "cnn_sa": "CNN+SA", "resnet18": "ResNet-18", "fast_cnn": "fast CNN"}
+AUGMENTS = ("none", "crop", "flip", "crop+flip")
 
-_COMMON = dict(dataset="cifar10", models=MODELS, augment_options=["none", "crop+flip"], optimizer="adamw",
-               lr=2e-3, weight_decay=0.05, schedule="cosine", label_smoothing=0.0, permutation_seed=0,
-               val_per_class=50, device="auto", compile=False)
+
+def _grid(sizes: list[int], full: int, tuned_models=("mlp", "mlp_small", "mixer", "vit", "cnn", "cnn_sa", "resnet18"),
+          full_runs=(("mlp", "none"), ("cnn", "none"), ("cnn", "crop+flip"))) -> dict:
+    """Every tuned model with and without crop+flip on ``sizes`` (the CNN-sized MLP without augmentation only),
+    ``full_runs`` also on ``full`` images per class, and the fast CNN's recipe on ``full``."""
+    grid = {m: {"none": list(sizes), "crop+flip": list(sizes)} for m in tuned_models}
+    grid["mlp_small"] = {"none": list(sizes)}
+    for m, a in full_runs:
+        grid[m][a] = grid[m][a] + [full]
+    grid["fast_cnn"] = {RECIPE: [full]}
+    return grid
+
+
+_COMMON = dict(dataset="cifar10", models=MODELS, optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine",
+               label_smoothing=0.0, permutation_seed=0, val_per_class=100, device="auto", compile=False,
+               probe=True, workers=1)
 PRESETS = {
-    "smoke": {**_COMMON, "model_kw": reference_sizes("smoke", MODELS), "n_per_class": [4, 8], "epochs": 1,
-              "min_steps": 2, "batch_size": 16, "seeds": 2, "test_per_class": 5, "val_per_class": 2,
-              "permute_n_per_class": 8},
-    "cpu": {**_COMMON, "model_kw": reference_sizes("cpu", MODELS), "n_per_class": [20, 80, 320], "epochs": 6,
-            "min_steps": 100, "batch_size": 64, "seeds": 3, "test_per_class": 0, "permute_n_per_class": 80},
-    "gpu": {**_COMMON, "model_kw": reference_sizes("gpu", MODELS), "n_per_class": [50, 500, 4950], "epochs": 40,
-            "min_steps": 2000, "batch_size": 256, "seeds": 3, "test_per_class": 0, "permute_n_per_class": 4950,
-            "lr": 1e-3},
+    "smoke": {**_COMMON, "model_kw": {**reference_sizes("smoke", [m for m in MODELS if m in reference_sizes("smoke")]),
+                                      "mlp_small": {"width": 8, "depth": 1}},
+              "fast_recipe": "fast_cnn_s", "n_per_class": [4, 8], "epochs": [2, 1], "fast_epochs": 1,
+              "grid": _grid([4], 8), "batch_size": 16, "seeds": 2, "test_per_class": 5, "val_per_class": 2,
+              "lrs": [2e-3, 5e-3], "weight_decays": [0.05], "tune_n_per_class": 4,
+              "permute_n_per_class": 4, "permute_models": ["mlp", "cnn"]},
+    "cpu": {**_COMMON, "model_kw": {"mlp": {"width": 512, "depth": 3}, "mlp_small": {"width": 25, "depth": 1},
+                                    "mixer": {"dim": 48, "depth": 2, "token_hidden": 32, "channel_hidden": 96},
+                                    "vit": {"dim": 48, "depth": 2, "heads": 3}, "cnn": {"width": 16},
+                                    "cnn_sa": {"width": 16}, "resnet18": {"width": 8}},
+            "fast_recipe": "fast_cnn_s", "n_per_class": [50, 200, 800, 4900], "epochs": [80, 40, 20, 8],
+            "fast_epochs": 8, "grid": _grid([50, 200, 800], 4900), "batch_size": 128, "seeds": 3,
+            "test_per_class": 0, "lrs": [5e-4, 2e-3, 5e-3], "weight_decays": [0.05], "tune_n_per_class": 200,
+            "permute_n_per_class": 800, "permute_models": ["mlp", "mixer", "vit", "cnn"], "workers": 2},
+    "gpu": {**_COMMON, "model_kw": {**reference_sizes("gpu", [m for m in MODELS if m in reference_sizes("gpu")]),
+                                    "mlp_small": {"width": 400, "depth": 1}},
+            "fast_recipe": "airbench94", "n_per_class": [50, 200, 800, 4900], "epochs": [300, 150, 80, 40],
+            "fast_epochs": 16,
+            "grid": _grid([50, 200, 800, 4900], 4900, full_runs=()) | {"fast_cnn": {RECIPE: [50, 200, 800, 4900]}},
+            "batch_size": 256, "seeds": 3, "test_per_class": 0, "lrs": [3e-4, 1e-3, 3e-3],
+            "weight_decays": [0.05, 0.5], "tune_n_per_class": 200, "permute_n_per_class": 4900,
+            "permute_models": ["mlp", "mlp_small", "mixer", "vit", "cnn", "cnn_sa", "resnet18"]},
 }
 
 
 def validate(p: dict) -> None:
     """Fail with a clear message on an inconsistent set of resolved parameters."""
-    require(set(p["models"]) <= set(list_models()), f"unknown models {sorted(set(p['models']) - set(list_models()))}")
-    require(set(p["model_kw"]) >= set(p["models"]), f"model_kw lacks {sorted(set(p['models']) - set(p['model_kw']))}")
+    known = set(list_models())
+    require(all(ARCH.get(m, m) in known for m in p["models"]),
+            f"unknown models {sorted(m for m in p['models'] if ARCH.get(m, m) not in known)}; "
+            f"available: {', '.join(sorted(known))}")
+    tuned = [m for m in p["models"] if m != "fast_cnn"]
+    require(set(p["model_kw"]) >= set(tuned), f"model_kw lacks {sorted(set(tuned) - set(p['model_kw']))}")
     require(p["dataset"] in DATASETS, f"unknown dataset {p['dataset']!r}")
-    require(len(p["n_per_class"]) > 0 and all(isinstance(n, int) and n > 0 for n in p["n_per_class"]),
-            "n_per_class must be a non-empty list of positive integers (images per class), e.g. [20, 80, 320]")
-    require(p["permute_n_per_class"] in p["n_per_class"] or p["permute_n_per_class"] == 0,
+    sizes = p["n_per_class"]
+    require(len(sizes) > 0 and all(isinstance(n, int) and n > 0 for n in sizes) and sizes == sorted(set(sizes)),
+            "n_per_class must be an increasing list of positive integers (images per class), e.g. [50, 200, 800]")
+    require(isinstance(p["epochs"], list) and len(p["epochs"]) == len(sizes) and min(p["epochs"]) >= 1,
+            f"epochs must be a list of positive integers, one per size of n_per_class ({len(sizes)})")
+    require(set(p["grid"]) <= set(p["models"]), f"grid names models not in models: "
+                                               f"{sorted(set(p['grid']) - set(p['models']))}")
+    for m, cells in p["grid"].items():
+        for aug, ns in cells.items():
+            require(aug in AUGMENTS or (m == "fast_cnn" and aug == RECIPE),
+                    f"grid[{m!r}]: augmentation {aug!r} is not one of {', '.join(AUGMENTS)} "
+                    f"({RECIPE!r} only for fast_cnn)")
+            require(set(ns) <= set(sizes), f"grid[{m!r}][{aug!r}] = {ns}: every size must be one of n_per_class")
+    require(p["fast_recipe"] in RECIPES, f"fast_recipe must be one of {', '.join(RECIPES)}")
+    require(p["tune_n_per_class"] in sizes, "tune_n_per_class must be one of n_per_class")
+    require(len(p["lrs"]) >= 1 and all(lr > 0 for lr in p["lrs"]), "lrs: a non-empty list of learning rates > 0")
+    require(len(p["weight_decays"]) >= 1 and all(wd >= 0 for wd in p["weight_decays"]),
+            "weight_decays: a non-empty list of values >= 0")
+    require(p["permute_n_per_class"] in sizes or p["permute_n_per_class"] == 0,
             "permute_n_per_class must be one of n_per_class (or 0 to skip the control)")
-    require(min(p["epochs"], p["min_steps"], p["batch_size"], p["seeds"]) >= 1,
-            "epochs, min_steps, batch_size and seeds must be >= 1")
+    require(set(p["permute_models"]) <= set(tuned), "permute_models must be tuned models of models")
+    require(min(p["batch_size"], p["seeds"], p["fast_epochs"], p["workers"]) >= 1,
+            "batch_size, seeds, fast_epochs and workers must be >= 1")
     require(p["test_per_class"] >= 0 and p["val_per_class"] >= 1, "test_per_class >= 0 and val_per_class >= 1")
-    require(set(p["augment_options"]) <= {"none", "crop", "flip", "crop+flip"},
-            "augment_options: none/crop/flip/crop+flip")
-    require("none" in p["augment_options"], "augment_options must include 'none' (the claims compare against it)")
+    require(isinstance(p["probe"], bool), "probe must be True or False")
+    require({"cnn", "mlp"} <= set(p["models"]), "the claims compare cnn with mlp: models must include both")
