@@ -125,3 +125,13 @@ def test_presets_resolve_and_validate_the_grid():
         profiles.resolve(presets, {"epochs": [10]})
     with pytest.raises(profiles.ParameterError, match="must be one of n_per_class"):
         profiles.resolve(presets, {"grid": {"cnn": {"none": [50, 123]}}})
+
+
+def test_model_precision_reaches_the_run_config_and_is_validated(monkeypatch):
+    p = profiles.resolve(presets, {"profile": "smoke", "model_precision": {"vit": "fp32"}})
+    monkeypatch.setattr(sweep, "class_balanced_subset", lambda *a, **k: SimpleNamespace(num_classes=10))
+    run = dict(n_per_class=4, augment="none", seed=0, permuted=False)
+    spec = {m: sweep.run_spec(p, {**run, "model": m}, None, None, (1e-3, 0.0)) for m in ("vit", "cnn")}
+    assert spec["vit"].config.precision == "fp32" and spec["cnn"].config.precision == "auto"
+    with pytest.raises(profiles.ParameterError, match="model_precision"):
+        profiles.resolve(presets, {"model_precision": {"vit": "fp16"}})

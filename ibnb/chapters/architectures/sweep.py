@@ -80,7 +80,8 @@ def run_spec(p: dict, run: dict, pool: ImageData, val: ImageData, setting: tuple
         return Run("fast_cnn", train, val, config, kw, step)
     lr, wd = setting
     config = TrainConfig.from_params(p, epochs=size_epochs(p, run["n_per_class"]), augment=run["augment"],
-                                     seed=run["seed"], lr=lr, weight_decay=wd)
+                                     seed=run["seed"], lr=lr, weight_decay=wd,
+                                     precision=p["model_precision"].get(run["model"], "auto"))
     return Run(ARCH.get(run["model"], run["model"]), train, val, config, dict(p["model_kw"][run["model"]]))
 
 
