@@ -39,14 +39,16 @@ def gpu_models() -> list[dict]:
     """Every model the ``gpu`` presets train, at their size and batch size: ``chapter, model, model_kw,
     batch_size, input_shape``. Read from the presets where they name the size."""
     from ibnb.book.profiles import presets
-    from ibnb.chapters.architectures.presets import MODELS as ARCH_MODELS
+    from ibnb.chapters.architectures.presets import ARCH, MODELS as ARCH_MODELS
     from ibnb.chapters.spatial_attention.presets import MODELS as TEAM_MODELS
     from ibnb.core.fast_recipe import RECIPES, TRAINING
 
     rows = []
     arch = presets("01_architectures")["gpu"]
-    rows += [dict(chapter="01", model=m, model_kw=arch["model_kw"][m], batch_size=arch["batch_size"], input_shape=CIFAR)
-             for m in ARCH_MODELS]
+    rows += [dict(chapter="01", model=ARCH.get(m, m), model_kw=arch["model_kw"][m], batch_size=arch["batch_size"],
+                  input_shape=CIFAR) for m in ARCH_MODELS if m != "fast_cnn"]
+    rows.append(dict(chapter="01", model="fast_cnn", model_kw={"widths": list(RECIPES[arch["fast_recipe"]]["widths"])},
+                     batch_size=TRAINING["batch_size"], input_shape=CIFAR))
     mlp = presets("02_mlp_scaling")["gpu"]
     rows.append(dict(chapter="02", model="bmlp", model_kw=mlp["model_kw"]["bmlp"], batch_size=mlp["batch_size"],
                      input_shape=CIFAR))
