@@ -197,12 +197,15 @@ def test_presets_resolve_and_validate():
 
 
 def test_shared_models_use_the_reference_sizes():
-    # the same model sizes as chapter 01 -> identical runs are loaded from the run cache, not retrained
+    # chapter 02 trains the reference sizes; chapter 01 shares them at smoke and gpu (identical runs are loaded
+    # from the run cache), while its cpu profile sizes its models for its per-size step budgets
     from ibnb.chapters.architectures import presets as arch
 
     for prof in profiles.PROFILES:
         for m in ("mlp", "cnn", "vit", "resnet18"):
-            assert presets.PRESETS[prof]["model_kw"][m] == REFERENCE_SIZES[prof][m] == arch.PRESETS[prof]["model_kw"][m]
+            assert presets.PRESETS[prof]["model_kw"][m] == REFERENCE_SIZES[prof][m]
+            if prof != "cpu":
+                assert arch.PRESETS[prof]["model_kw"][m] == REFERENCE_SIZES[prof][m]
 
 
 def test_lr_rule_and_epochs():
