@@ -482,3 +482,20 @@ def test_timings_commit_stays_a_string_and_damage_stops_the_runner_first(layout,
     with pytest.raises(runner.RunnerError, match="column 'wall_s': expected a number, found 'fast'"):
         runner.run_notebooks(["tiny"], paths=paths, progress=False)
     assert fake_papermill == []
+
+
+def test_a_waiter_names_a_holder_that_has_not_yet_written_its_pid(tmp_path):
+    """The holder writes its note just after it takes the lock; a waiter that reads the file in between must wait for
+    the note rather than report an "unknown" holder (the race CI hit once)."""
+    import threading
+
+    from ibnb.core.utils import _lock_holder
+
+    path = tmp_path / ".lock"
+    path.write_text("")
+    threading.Timer(0.2, lambda: path.write_text("pid 4242")).start()
+    with open(path, "a+") as f:
+        assert _lock_holder(f) == "pid 4242"
+    path.write_text("")
+    with open(path, "a+") as f:
+        assert _lock_holder(f, patience=0.05) == "unknown"

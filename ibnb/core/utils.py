@@ -126,8 +126,7 @@ def file_lock(path: Path | str, *, on_wait=None):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
-                f.seek(0)
-                on_wait(f.read().strip() or "unknown")
+                on_wait(_lock_holder(f))
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             f.seek(0)
@@ -137,6 +136,20 @@ def file_lock(path: Path | str, *, on_wait=None):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock_holder(f, patience: float = 1.0) -> str:
+    """What the holder of ``f``'s lock wrote into it. A holder writes its note just after it takes the lock, so a
+    process that finds the lock taken may read an empty file for a moment: poll for up to ``patience`` seconds."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        f.seek(0)
+        note = f.read().strip()
+        if note or time.monotonic() > deadline:
+            return note or "unknown"
+        time.sleep(0.01)
 
 
 def remove_stale_temporaries(folder: Path | str) -> list[Path]:
