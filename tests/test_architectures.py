@@ -135,3 +135,33 @@ def test_model_precision_reaches_the_run_config_and_is_validated(monkeypatch):
     assert spec["vit"].config.precision == "fp32" and spec["cnn"].config.precision == "auto"
     with pytest.raises(profiles.ParameterError, match="model_precision"):
         profiles.resolve(presets, {"model_precision": {"vit": "fp16"}})
+
+
+def test_one_probe_per_cell_and_the_cells_other_failing_seeds_share_its_verdict():
+    runs = [dict(model=m, n_per_class=n, augment="none", seed=s, permuted=False)
+            for m in ("mlp", "cnn") for n in (SMALL, LARGE) for s in range(3)]
+    failed = [False, True, True,   False, False, False,   True, False, True,   False, False, False]
+    probes = sweep.cell_probes(runs, failed)
+    assert sorted(probes) == [1, 6]  # mlp at SMALL (seed 1) and cnn at SMALL (seed 0): the first failing seed each
+    assert probes[1] == sweep.cell_of(runs[2]) != sweep.cell_of(runs[3])
+    ok = dict(seed=1, converged=True, convergence="doubling the budget gained +0.4 points (passes)")
+    bad = dict(seed=0, converged=False, convergence="doubling the budget gained +3.0 points (fails)")
+    sibling = dict(seed=2, converged=False, convergence="the last quarter gained +1.5 points (fails)")
+    shared = sweep.shared_verdict(sibling, ok)
+    assert shared["converged"] and "seed 1" in shared["convergence"] and "+1.5" in shared["convergence"]
+    assert sweep.shared_verdict(sibling, bad) == {}  # a failed probe passes no one
+    assert sweep.shared_verdict(dict(ok, seed=2), ok) == {}  # a run that passed keeps its own reason
+
+
+def test_the_calibration_note_states_the_share_of_the_anchors_data():
+    assert A._data_note(49_000) == ""  # the validation split's 2 % is no point worth a note
+    assert A._data_note(8_000) == "16% of the anchor's 50,000 training images"
+
+
+def test_the_grid_must_let_the_cnn_be_compared_with_and_without_augmentation():
+    with pytest.raises(profiles.ParameterError, match="crop\\+flip"):
+        profiles.resolve(presets, {"profile": "cpu", "grid": {**presets.PRESETS["cpu"]["grid"],
+                                                               "cnn": {"none": [50, 200], "crop+flip": [800]}}})
+    cpu = profiles.resolve(presets, {"profile": "cpu"})
+    assert "crop+flip" not in cpu["grid"]["cnn_sa"] and A.aug_sizes(cpu, "cnn_sa") is None
+    assert set(A.effects(_sweep(0.05, 0.01, 0.03, 0.05), P)) >= {"aug_cnn", "augsmall_cnn"}

@@ -108,6 +108,15 @@ def half_budget(epochs: int, warmup_epochs: float = 0.0) -> tuple[int, float] | 
     return (half, warmup_epochs * half / epochs) if half >= 1 else None
 
 
+def probe_config(config):
+    """The config of ``config``'s budget-halving probe (a dataclass with ``epochs`` and ``warmup_epochs``, e.g. a
+    :class:`~ibnb.core.train.TrainConfig`): the same run with :func:`half_budget`; ``None`` for a one-epoch run."""
+    import dataclasses
+
+    half = half_budget(config.epochs, config.warmup_epochs)
+    return None if half is None else dataclasses.replace(config, epochs=half[0], warmup_epochs=half[1])
+
+
 def _plateau(frame: pd.DataFrame, check: ConvergenceCheck) -> Convergence:
     """Tests 1 and 2 (the floor and the plateau of the run's own curve)."""
     n = len(frame)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ibnb.core.convergence import half_budget
+from ibnb.core.convergence import probe_config
 from ibnb.core.data import ImageData
 from ibnb.core.models import create_model
 from ibnb.core.train import (CrossEntropyStep, History, NonFiniteLossError, TrainConfig, device_name, fit, resolve_device,
@@ -126,8 +126,7 @@ def train_or_load(model_name: str, train: ImageData, val: ImageData | None = Non
     update itself counts epochs (a KL warm-up); ``cached`` is that of the run itself. ``snapshots=True`` keeps
     the weights after every epoch (:func:`load_snapshots`); a cached run without them is trained again.
     """
-    if probe and (half := half_budget(config.epochs, config.warmup_epochs)) is not None:
-        half_config = dataclasses.replace(config, epochs=half[0], warmup_epochs=half[1])
+    if probe and (half_config := probe_config(config)) is not None:
         _, probe_history, _ = train_or_load(model_name, train, val, config=half_config, model_kw=model_kw,
                                             step=probe_step if probe_step is not None else step, device=device,
                                             progress=progress)

@@ -75,7 +75,8 @@ def numbers(out: Outcome, P: dict) -> dict:
     n["cal_model"] = Markdown(NAMES.get(model, model) + (" (its recipe)" if cal_aug == RECIPE else f" with {cal_aug}"))
     n["cal_acc"] = Markdown(cal[0].ours.text(signed=False))
     n["cal_gap"] = float(-cal[0].difference)
-    n["cal_mlp"] = Markdown(cal[-1].ours.text(signed=False) if len(cal) > 2 else "not run at this profile")
+    mlp_rows = [c for c in cal if c.quantity == _audit.MLP_QUANTITY]
+    n["cal_mlp"] = Markdown(mlp_rows[0].ours.text(signed=False) if mlp_rows else "not run at this profile")
     claims = _audit.claims(df, P, K)
     t = tally(claims)
     n.update(n_claims=len(claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(claims) - t[NOT_TESTABLE])

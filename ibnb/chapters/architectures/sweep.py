@@ -7,8 +7,12 @@ pixel-permutation control.
    search for every model, so none is favoured by its settings. Its chosen run *is* the main run of that cell.
 2. **Grid.** ``grid[model][augment]`` lists the sizes each model is trained on; a size of ``n_per_class[i]``
    images per class takes ``epochs[i]`` epochs. Each run validates after every epoch on the held-out split, so its
-   convergence check reads validation accuracy; with ``probe`` a run that fails tests 1–2 of the check is given
-   its budget-halving probe (test 3 of :mod:`ibnb.core.convergence`), a cached run of its own.
+   convergence check reads validation accuracy. With ``probe``, each *cell* (model, size, augmentation) whose
+   runs fail tests 1–2 of the check gets one budget-halving probe (test 3 of :mod:`ibnb.core.convergence`), a
+   cached run of its own, for its first failing seed: whether doubling the budget still pays is a property of the
+   cell's recipe, so one probe answers it for the cell (:func:`cell_probes`), and the cell's other failing runs
+   take its verdict with a reason that says so. One probe per cell rather than per seed saves a third of the
+   probes' cost.
 3. **Control.** ``permute_models`` are trained on ``permute_n_per_class`` images per class whose pixel positions
    are shuffled by one fixed permutation (training, validation and test images alike).
 
@@ -26,7 +30,7 @@ from tqdm.auto import tqdm
 from ibnb.book import results
 from ibnb.chapters.architectures.presets import ARCH, NOTEBOOK, RECIPE
 from ibnb.core.bench import training_flops_per_image
-from ibnb.core.convergence import half_budget
+from ibnb.core.convergence import probe_config
 from ibnb.core.data import DATASETS, ImageData, class_balanced_subset, permute_pixels
 from ibnb.core.fast_recipe import recipe_run
 from ibnb.core.models import count_parameters, create_model
@@ -86,10 +90,33 @@ def run_spec(p: dict, run: dict, pool: ImageData, val: ImageData, setting: tuple
 
 
 def probe_spec(spec: Run) -> Run | None:
-    """The budget-halving probe of ``spec`` (half the epochs, warm-up scaled alike), ``None`` for one epoch."""
-    half = half_budget(spec.config.epochs, spec.config.warmup_epochs)
-    return None if half is None else dataclasses.replace(
-        spec, config=dataclasses.replace(spec.config, epochs=half[0], warmup_epochs=half[1]))
+    """The budget-halving probe of ``spec`` (:func:`~ibnb.core.convergence.probe_config`), ``None`` for one epoch."""
+    half = probe_config(spec.config)
+    return None if half is None else dataclasses.replace(spec, config=half)
+
+
+def cell_of(run: dict) -> tuple:
+    """The cell of a planned run: everything but its seed."""
+    return tuple(v for k, v in run.items() if k != "seed")
+
+
+def cell_probes(runs: list[dict], failed: list[bool]) -> dict[int, tuple]:
+    """``{i: cell}`` for the run that gets its cell's probe: the first run of each cell with ``failed[i]``."""
+    out, seen = {}, set()
+    for i, (run, bad) in enumerate(zip(runs, failed)):
+        if bad and cell_of(run) not in seen:
+            seen.add(cell_of(run))
+            out[i] = cell_of(run)
+    return out
+
+
+def shared_verdict(row: dict, probe_row: dict) -> dict:
+    """A failing run's convergence columns after its cell's probe (run ``probe_row``, another seed) passed: test 3
+    answered for the cell, the reason naming the seed whose doubling was measured."""
+    if row["converged"] or not probe_row["converged"]:
+        return {}
+    return {"converged": True, "convergence": f"{row['convergence']}; the cell's budget probe (seed "
+                                              f"{probe_row['seed']}): {probe_row['convergence']}"}
 
 
 def load(spec: Run, device) -> tuple:
@@ -140,15 +167,16 @@ def run_sweep(p: dict, progress: bool = False) -> Outcome:
     runs = plan(p)
     specs = [run_spec(p, r, pool, val, chosen.get(r["model"])) for r in runs]
     trained = prefetch(_longest_first(specs), p["workers"], p["device"])
+    loaded = [load(spec, p["device"]) for spec in specs]
     probes = {}
     if p["probe"]:
-        for i, spec in enumerate(specs):
-            if (half := probe_spec(spec)) is not None and not load(spec, p["device"])[1].convergence.passed:
-                probes[i] = half
+        failed = [probe_spec(spec) is not None and not hist.convergence.passed for spec, (_, hist, _) in
+                  zip(specs, loaded)]
+        probes = {i: probe_spec(specs[i]) for i in cell_probes(runs, failed)}
         prefetch(_longest_first(list(probes.values())), p["workers"], p["device"])
     rows, histories, flops = [], {}, {}
     for i, (run, spec) in enumerate(zip(tqdm(runs, desc="runs", disable=not progress), specs)):
-        model, hist, cached = load(spec, p["device"])
+        model, hist, cached = loaded[i]
         if i in probes:
             hist.probe = load(probes[i], p["device"])[1].frame
         run_test = permute_pixels(test, p["permutation_seed"]) if run["permuted"] else test
@@ -165,6 +193,10 @@ def run_sweep(p: dict, progress: bool = False) -> Outcome:
                          val_acc=float(hist.last.get("val_acc", float("nan"))), probed=i in probes,
                          test_top5=ev["top5"], n_test=ev["n"],
                          cached=cached and spec.folder().name not in trained))
+    by_cell = {cell_of(runs[i]): i for i in probes}
+    for run, row in zip(runs, rows):
+        if (j := by_cell.get(cell_of(run))) is not None:
+            row.update(shared_verdict(row, rows[j]))
     df = pd.DataFrame(rows)
     df["train_pflop"] = df["train_flops_per_image"] * df["steps"] * df["batch_size"] / 1e15
     results.write_results(df, NOTEBOOK, p["profile"])
