@@ -294,3 +294,41 @@ def test_matched_snapshot_finds_the_epoch_at_the_other_runs_loss(tmp_path, monke
     first = batch_loss(probe, x, y)
     epoch, loss = matched_snapshot(probe, folder, x, y, first)
     assert epoch == 1 and batch_loss(probe, x, y) == pytest.approx(first) and abs(first - final) > 1e-4
+
+
+def test_sharpness_figures_colour_methods_by_name_not_by_row_order():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.colors import to_hex
+
+    import importlib
+
+    from ibnb.chapters.vit_sam.sweep import ADAMW
+
+    figures = importlib.import_module("ibnb.chapters.vit_sam.figures")  # the package's figures() shadows the name
+
+    rows = [dict(model="cnn", method=m, train_loss=1.0, pga_sharpness=0.1, hessian_top=1.0)
+            for m in ("sam ρ=0.05", ADAMW)]  # SAM first: the order that swapped the colours
+    fig = figures.sharpness_figure(pd.DataFrame(rows))
+    bars = {c.get_label(): to_hex(c.patches[0].get_facecolor()) for c in fig.axes[0].containers
+            if hasattr(c, "patches")}
+    assert bars[ADAMW] == to_hex(figures.GREY) and bars["sam ρ=0.05"] == to_hex(figures.RED)
+    assert figures.method_color("sgd+sam ρ=0.05") == figures.RED and figures.method_color("sgd") == figures.GREY
+    plt.close(fig)
+
+
+def test_chapter_08_model_precision_reaches_the_run_config_and_is_validated():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from ibnb.book import profiles
+    from ibnb.chapters.vit_sam import presets, sweep
+
+    p = profiles.resolve(presets, {"profile": "smoke", "model_precision": {"vit": "fp32"}})
+    data = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, num_classes=10)
+    cfg = {m: sweep.run_spec(p, m, data, None, seed=0, epochs=1).config for m in ("vit", "cnn")}
+    assert cfg["vit"].precision == "fp32" and cfg["cnn"].precision == "auto"
+    assert profiles.resolve(presets, {"profile": "cpu"})["model_precision"] == {"vit": "fp32"}
+    with pytest.raises(profiles.ParameterError, match="model_precision"):
+        profiles.resolve(presets, {"model_precision": {"vit": "fp16"}})

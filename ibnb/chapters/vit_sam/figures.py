@@ -101,17 +101,23 @@ def mixing_figure(allmix: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def method_color(method: str) -> str:
+    """SAM-family methods red, the others grey: by name, so a figure's colours never depend on row order."""
+    return RED if "sam" in method.lower() else GREY
+
+
 def sharpness_figure(sharp: pd.DataFrame) -> plt.Figure:
     """Training loss, PGA sharpness and top Hessian eigenvalue (mean ± std over seeds) per model and method."""
     fig, axes = panel_grid(3, height=3.0)
-    models, methods = list(dict.fromkeys(sharp["model"])), list(dict.fromkeys(sharp["method"]))
+    models = list(dict.fromkeys(sharp["model"]))
+    methods = sorted(dict.fromkeys(sharp["method"]), key=lambda m: "sam" in m.lower())  # the base method first
     for ax, col, ylabel in ((axes[0], "train_loss", "training loss L(w) (nats)"),
                             (axes[1], "pga_sharpness", "max L(w+ε) − L(w) (nats)"),
                             (axes[2], "hessian_top", "top Hessian eigenvalue")):
         for j, method in enumerate(methods):
             s = sharp[sharp["method"] == method].groupby("model")[col].agg(["mean", "std"]).reindex(models)
             ax.bar(np.arange(len(models)) + (j - 0.5) * 0.38, s["mean"], 0.38, yerr=s["std"].fillna(0), capsize=3,
-                   label=method, color=(GREY, RED)[j % 2])
+                   label=method, color=method_color(method))
         ax.set_xticks(range(len(models)), [_lab(m) for m in models])
         ax.set_ylabel(ylabel)
     axes[0].legend()
@@ -121,9 +127,9 @@ def sharpness_figure(sharp: pd.DataFrame) -> plt.Figure:
 def slice_figure(slices: pd.DataFrame) -> plt.Figure:
     """Training loss along a filter-normalised random direction, mean over seeds, one panel per model."""
     def draw(ax, m, d):
-        for j, (method, g) in enumerate(d.groupby("method", sort=False)):
+        for method, g in d.groupby("method", sort=False):
             s = g.groupby("alpha")["loss"].mean()
-            ax.plot(s.index, s.values, marker=".", label=method, color=(GREY, RED)[j % 2])
+            ax.plot(s.index, s.values, marker=".", label=method, color=method_color(method))
     return _per_model(slices, draw, "step α along the direction", "training loss (nats, log scale)", log_y=True)
 
 

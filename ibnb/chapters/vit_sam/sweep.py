@@ -93,7 +93,8 @@ def run_spec(p: dict, model: str, data: ImageData, val: ImageData | None, *, see
              rho: float = 0.0, adaptive: bool = False, mix: str = "none", snapshots: bool = False,
              **overrides) -> Run:
     """One run's arguments (``overrides``: other TrainConfig fields, e.g. a base optimiser's ``lr``)."""
-    cfg = TrainConfig.from_params(p, epochs=epochs, seed=seed, **overrides)
+    cfg = TrainConfig.from_params(p, epochs=epochs, seed=seed,
+                                  **{"precision": p["model_precision"].get(model, "auto"), **overrides})
     return Run(model, data, val, cfg, p["model_kw"][model], make_step(p, data, seed, rho, adaptive, mix), snapshots)
 
 
