@@ -106,10 +106,38 @@ def test_search_chooses_each_models_best_validation_accuracy(monkeypatch):
     monkeypatch.setattr(sweep, "run_spec", lambda p, run, pool, val, setting: SimpleNamespace(
         model_name=presets.ARCH.get(run["model"], run["model"]), train=[0] * 10,
         config=SimpleNamespace(lr=setting[0], weight_decay=setting[1], epochs=1)))
-    table, chosen = sweep.search(p, None, None)
+    table, chosen, _ = sweep.search(p, None, None)
     assert len(table) == len(sweep.tuned_models(p)) * 6 and table["chosen"].sum() == len(chosen)
     assert chosen["mlp"] == best["mlp"] and chosen["cnn"] == best["cnn"]
     assert chosen["vit"] == (1e-3, 0.0)
+
+
+def test_the_search_adds_one_learning_rate_past_the_edge_its_best_sits_on(monkeypatch):
+    assert sweep.beyond_edge([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], 1e-2) == 3e-2
+    assert sweep.beyond_edge([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], 1e-4) == 3e-5
+    assert sweep.beyond_edge([1e-4, 3e-4, 1e-3], 3e-4) is None and sweep.beyond_edge([1e-3], 1e-3) is None
+    p = {**profiles.resolve(presets, {"profile": "smoke"}), "lrs": [1e-3, 3e-3, 1e-2], "weight_decays": [0.05],
+         "lr_extend": 1}
+    peak = {"cnn": 0.1, "mlp": 3e-3, "vit": 1e-4}  # beyond the top edge, interior, beyond the bottom edge
+    trained = []
+
+    def fake_load(spec, device):
+        lr, m = spec.config.lr, spec.model_name
+        acc = 0.9 - abs(__import__("math").log(lr / peak.get(m, 3e-3)))
+        return None, SimpleNamespace(last={"val_acc": acc}, convergence=SimpleNamespace(passed=True)), True
+
+    monkeypatch.setattr(sweep, "load", fake_load)
+    monkeypatch.setattr(sweep, "prefetch", lambda specs, *a, **k: (trained.append(len(specs)), {f"r{len(trained)}"})[1])
+    monkeypatch.setattr(sweep, "run_spec", lambda p, run, pool, val, setting: SimpleNamespace(
+        model_name=run["model"], train=[0] * 10, config=SimpleNamespace(lr=setting[0], weight_decay=setting[1],
+                                                                        epochs=1)))
+    table, chosen, names = sweep.search(p, None, None)
+    ext = table[table["extended"]]
+    assert sorted(zip(ext["model"], ext["lr"])) == [("cnn", 3e-2), ("vit", 3e-4)]
+    assert chosen["cnn"] == (3e-2, 0.05) and chosen["vit"] == (3e-4, 0.05) and chosen["mlp"] == (3e-3, 0.05)
+    assert trained == [3 * len(sweep.tuned_models(p)), 2] and names == {"r1", "r2"}  # one extra round, both named
+    none = sweep.search({**p, "lr_extend": 0}, None, None)[0]
+    assert not none["extended"].any() and len(none) == 3 * len(sweep.tuned_models(p))
 
 
 def test_presets_resolve_and_validate_the_grid():
@@ -121,6 +149,8 @@ def test_presets_resolve_and_validate_the_grid():
     assert cpu["seeds"] >= 3 and cpu["test_per_class"] == 0 and max(cpu["n_per_class"]) * 10 >= 49_000
     with pytest.raises(profiles.ParameterError, match="permute_n_per_class"):
         profiles.resolve(presets, {"permute_n_per_class": 7})
+    with pytest.raises(profiles.ParameterError, match="lr_extend"):
+        profiles.resolve(presets, {"lr_extend": -1})
     with pytest.raises(profiles.ParameterError, match="one per size"):
         profiles.resolve(presets, {"epochs": [10]})
     with pytest.raises(profiles.ParameterError, match="must be one of n_per_class"):

@@ -42,6 +42,15 @@ def _sizes_text(P: dict, K: int) -> str:
     return ", ".join(f"{K * n:,} ({e} epochs)" for n, e in zip(P["n_per_class"], P["epochs"]))
 
 
+def _extended_text(search: pd.DataFrame) -> str:
+    """Which models the search extended past the grid's edge, and to which learning rates."""
+    ext = search[search["extended"].astype(bool)] if "extended" in search else search.iloc[:0]
+    if ext.empty:
+        return "no model's best learning rate was at an edge of the grid, so none was extended"
+    per = ext.groupby("model", sort=False)["lr"].apply(lambda s: ", ".join(f"{lr:g}" for lr in s))
+    return "extended past the edge for " + "; ".join(f"{NAMES.get(m, m)} ({lrs})" for m, lrs in per.items())
+
+
 def numbers(out: Outcome, P: dict) -> dict:
     """Every number the page quotes, by glue name."""
     df, K = out.df, out.num_classes
@@ -54,7 +63,9 @@ def numbers(out: Outcome, P: dict) -> dict:
          "n_runs": len(plan(P)), "n_cached": int(df["cached"].sum()), "n_converged": int(df["converged"].sum()),
          "n_probed": int(df["probed"].sum()), "n_tune": K * P["tune_n_per_class"],
          "n_settings": len(P["lrs"]) * len(P["weight_decays"]),
-         "lrs": Markdown(", ".join(f"{lr:g}" for lr in P["lrs"])),
+         "lrs": Markdown(", ".join(f"{lr:g}" for lr in P["lrs"])), "extended": Markdown(_extended_text(out.search)),
+         "aug_models": Markdown(", ".join(NAMES.get(m, m) for m in P["models"]
+                                          if _audit.best_augment(P) in P["grid"].get(m, {}))),
          "wds": Markdown(", ".join(f"{wd:g}" for wd in P["weight_decays"])),
          "chosen": Markdown("; ".join(f"{NAMES.get(m, m)} {lr:g} / {wd:g}" for m, (lr, wd) in out.chosen.items())),
          "fast_recipe": Markdown(f"`{P['fast_recipe']}`"), "fast_epochs": P["fast_epochs"],
@@ -127,7 +138,8 @@ def tables(out: Outcome, P: dict) -> dict:
     models["model"] = models["model"].map(lambda m: NAMES.get(m, m))
     models["converged"] = [f"{c} of {r}" for c, r in zip(models["converged"], models["runs"])]
     search = out.search.assign(model=out.search["model"].map(lambda m: NAMES.get(m, m)),
-                               chosen=out.search["chosen"].map({True: "chosen", False: ""}))
+                               chosen=out.search["chosen"].map({True: "chosen", False: ""}),
+                               extended=out.search["extended"].map({True: "past the edge", False: ""}))
     aug = _audit.best_augment(P)
     out_tables = {"accuracy": _accuracy_table(main, P, out.num_classes),
                   "models": table(models.drop(columns="runs"), digits={"images_per_s": 0, "mflop": 1},
@@ -137,7 +149,8 @@ def tables(out: Outcome, P: dict) -> dict:
                                            "converged": "runs passing the convergence check"}),
                   "search": table(search, percent=("val_acc",),
                                   columns={"model": "model", "lr": "learning rate", "weight_decay": "weight decay",
-                                           "val_acc": "validation accuracy (%)", "chosen": "chosen"},
+                                           "val_acc": "validation accuracy (%)", "extended": "trial",
+                                           "chosen": "chosen"},
                                   digits={"lr": 4, "weight_decay": 3, "val_acc": 1}),
                   "augmentation": table(pd.DataFrame(
                       [{"model": NAMES.get(m, m),

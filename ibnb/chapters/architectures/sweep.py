@@ -3,16 +3,17 @@ pixel-permutation control.
 
 1. **Search.** Every model but the fast CNN (which keeps its published recipe) is trained on the first seed's
    ``tune_n_per_class`` images per class, without augmentation, at every ``lrs`` × ``weight_decays`` setting;
-   the setting with the highest final validation accuracy is that model's setting everywhere below. The same
-   search for every model, so none is favoured by its settings. Its chosen run *is* the main run of that cell.
+   the setting with the highest final validation accuracy is that model's setting everywhere below. A model whose
+   best learning rate is at an edge of the grid gets one more, a grid step past that edge (``lr_extend`` times
+   at most), so no model is held at a bound of the grid. The same search for every model, so none is favoured by
+   its settings. Its chosen run *is* the main run of that cell.
 2. **Grid.** ``grid[model][augment]`` lists the sizes each model is trained on; a size of ``n_per_class[i]``
    images per class takes ``epochs[i]`` epochs. Each run validates after every epoch on the held-out split, so its
    convergence check reads validation accuracy. With ``probe``, each *cell* (model, size, augmentation) whose
    runs fail tests 1–2 of the check gets one budget-halving probe (test 3 of :mod:`ibnb.core.convergence`), a
    cached run of its own, for its first failing seed: whether doubling the budget still pays is a property of the
    cell's recipe, so one probe answers it for the cell (:func:`cell_probes`), and the cell's other failing runs
-   take its verdict with a reason that says so. One probe per cell rather than per seed saves a third of the
-   probes' cost.
+   take its verdict with a reason that says so.
 3. **Control.** ``permute_models`` are trained on ``permute_n_per_class`` images per class whose pixel positions
    are shuffled by one fixed permutation (training, validation and test images alike).
 
@@ -129,24 +130,46 @@ def _longest_first(specs: list[Run]) -> list[Run]:
     return sorted(specs, key=lambda s: -len(s.train) * s.config.epochs)
 
 
-def search(p: dict, pool: ImageData, val: ImageData) -> tuple[pd.DataFrame, dict]:
-    """Step 1: every tuned model at every setting; ``(table, {model: (lr, weight_decay)})``."""
-    cells = [(m, lr, wd) for m in tuned_models(p) for lr in p["lrs"] for wd in p["weight_decays"]]
+def beyond_edge(tried: list[float], best: float) -> float | None:
+    """The next learning rate past the edge of ``tried`` that ``best`` sits on, one grid step further (rounded to
+    one significant digit: 1e-2 after 3e-3 gives 3e-2); ``None`` when ``best`` is interior or ``tried`` has one
+    value."""
+    lrs = sorted(set(tried))
+    if len(lrs) < 2 or lrs[0] < best < lrs[-1]:
+        return None
+    nxt = best * lrs[-1] / lrs[-2] if best == lrs[-1] else best * lrs[0] / lrs[1]
+    return float(f"{nxt:.0e}")
+
+
+def search(p: dict, pool: ImageData, val: ImageData) -> tuple[pd.DataFrame, dict, set[str]]:
+    """Step 1: every tuned model at every setting, then, ``lr_extend`` times, one more learning rate past the edge
+    for each model whose best setting is at an edge of its grid (with the best weight decay);
+    ``(table, {model: (lr, weight_decay)}, names of the run folders trained here)``."""
     run = dict(n_per_class=p["tune_n_per_class"], augment="none", seed=0, permuted=False)
-    specs = [run_spec(p, {**run, "model": m}, pool, val, (lr, wd)) for m, lr, wd in cells]
-    prefetch(_longest_first(specs), p["workers"], p["device"])
-    rows = []
-    for (m, lr, wd), spec in zip(tqdm(cells, desc="search", disable=True), specs):
-        _, hist, _ = load(spec, p["device"])
-        rows.append(dict(model=m, lr=lr, weight_decay=wd, val_acc=float(hist.last.get("val_acc", float("nan"))),
-                         converged=hist.convergence.passed))
+    cells = [(m, lr, wd) for m in tuned_models(p) for lr in p["lrs"] for wd in p["weight_decays"]]
+    rows, trained = [], set()
+    for _ in range(1 + p["lr_extend"]):
+        if not cells:
+            break
+        specs = [run_spec(p, {**run, "model": m}, pool, val, (lr, wd)) for m, lr, wd in cells]
+        trained |= prefetch(_longest_first(specs), p["workers"], p["device"])
+        for (m, lr, wd), spec in zip(cells, specs):
+            _, hist, _ = load(spec, p["device"])
+            rows.append(dict(model=m, lr=lr, weight_decay=wd, val_acc=float(hist.last.get("val_acc", float("nan"))),
+                             converged=hist.convergence.passed, extended=lr not in p["lrs"]))
+        chosen = _best(pd.DataFrame(rows))
+        cells = [(m, nxt, wd) for m, (lr, wd) in chosen.items()
+                 if (nxt := beyond_edge([r["lr"] for r in rows if r["model"] == m], lr)) is not None]
     table = pd.DataFrame(rows)
-    chosen = {}
-    for m, d in table.groupby("model", sort=False):
-        best = d.loc[d["val_acc"].idxmax()]
-        chosen[m] = (float(best["lr"]), float(best["weight_decay"]))
+    chosen = _best(table)
     table["chosen"] = [chosen[m] == (lr, wd) for m, lr, wd in zip(table["model"], table["lr"], table["weight_decay"])]
-    return table, chosen
+    return table, chosen, trained
+
+
+def _best(table: pd.DataFrame) -> dict:
+    """``{model: (lr, weight_decay)}`` of each model's highest validation accuracy."""
+    best = table.loc[table.groupby("model", sort=False)["val_acc"].idxmax()]
+    return {m: (float(lr), float(wd)) for m, lr, wd in zip(best["model"], best["lr"], best["weight_decay"])}
 
 
 def _flops(spec: Run, cache: dict) -> float:
@@ -163,10 +186,10 @@ def _flops(spec: Run, cache: dict) -> float:
 def run_sweep(p: dict, progress: bool = False) -> Outcome:
     """Search, then train (or load from the run cache) every planned run; write the results table."""
     pool, val, test = splits(p["dataset"], p["val_per_class"], p["test_per_class"])
-    table, chosen = search(p, pool, val)
+    table, chosen, trained = search(p, pool, val)
     runs = plan(p)
     specs = [run_spec(p, r, pool, val, chosen.get(r["model"])) for r in runs]
-    trained = prefetch(_longest_first(specs), p["workers"], p["device"])
+    trained |= prefetch(_longest_first(specs), p["workers"], p["device"])
     loaded = [load(spec, p["device"]) for spec in specs]
     probes = {}
     if p["probe"]:
