@@ -332,3 +332,43 @@ def test_chapter_08_model_precision_reaches_the_run_config_and_is_validated():
     assert profiles.resolve(presets, {"profile": "cpu"})["model_precision"] == {"vit": "fp32"}
     with pytest.raises(profiles.ParameterError, match="model_precision"):
         profiles.resolve(presets, {"model_precision": {"vit": "fp16"}})
+
+
+def test_chapter_08_probes_each_failing_cell_once_and_shares_a_passing_verdict(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ibnb.book import profiles
+    from ibnb.chapters.vit_sam import presets, sweep
+    from ibnb.core.train import TrainConfig
+
+    p = profiles.resolve(presets, {"profile": "smoke"})
+    rows = [dict(experiment="sam", model=m, method=meth, seed=s, converged=ok, convergence="own reason")
+            for m, meth, oks in (("cnn", "adamw", (True, False, False)), ("cnn", "sam ρ=0.05", (False, False, True)),
+                                 ("vit", "adamw", (True, True, True)))
+            for s, ok in enumerate(oks)]
+    specs = [SimpleNamespace(model_name=r["model"], train=None, val=None, model_kw={}, step=None, snapshots=False,
+                             config=TrainConfig(epochs=8, seed=r["seed"])) for r in rows]
+    monkeypatch.setattr(sweep, "probe_run", lambda s: SimpleNamespace(config=SimpleNamespace(epochs=4), step=None,
+                                                                      seed=s.config.seed))
+    prefetched = []
+    monkeypatch.setattr(sweep, "prefetch", lambda runs, *a, **k: prefetched.extend(runs) or set())
+    passes = {("cnn", 1): True, ("cnn", 0): False}  # the adamw cell's probe (seed 1) passes, SAM's (seed 0) fails
+
+    def fake_train_or_load(model, *a, config, probe, **k):
+        assert probe
+        ok = passes[(model, config.seed)]
+        return None, SimpleNamespace(convergence=SimpleNamespace(columns=lambda: {
+            "converged": ok, "convergence": f"doubling ({'passes' if ok else 'fails'})"})), True
+
+    monkeypatch.setattr(sweep, "train_or_load", fake_train_or_load)
+    out = sweep.probe_cells(p, pd.DataFrame(rows), specs)
+    assert [r.seed for r in prefetched] == [1, 0] and out["probed"].tolist() == [False, True, False, True, False, False, False, False, False]
+    adamw = out[(out["model"] == "cnn") & (out["method"] == "adamw")]
+    assert adamw["converged"].all() and "the cell's budget probe (seed 1)" in adamw["convergence"].iloc[2]
+    assert adamw["convergence"].iloc[0] == "own reason"  # a run that passed keeps its own reason
+    sam = out[out["method"] == "sam ρ=0.05"]
+    assert sam["converged"].tolist() == [False, False, True]  # a failed probe passes no one
+    off = sweep.probe_cells({**p, "probe": False}, pd.DataFrame(rows), specs)
+    assert not off["probed"].any() and off["converged"].tolist() == [r["converged"] for r in rows]

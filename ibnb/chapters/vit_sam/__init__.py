@@ -80,7 +80,8 @@ def numbers(out: Outcome, P: dict) -> dict:
          "extra_seeds": P["extra_seeds"], "workers": P["workers"],
          "n_test": out.n_test, "n_val": out.n_val, "sam_ref": Markdown(ref), "sharp_rho": float(P["sharp_rho"]),
          "n_runs": len(main) + len(out.mix), "n_cached": int(pd.concat([main, out.mix])["cached"].sum()),
-         "n_converged": int(pd.concat([main, out.mix])["converged"].sum())}
+         "n_converged": int(pd.concat([main, out.mix])["converged"].sum()),
+         "n_probed": int(pd.concat([main, out.mix])["probed"].sum())}
     e = _audit.effects(out, P)
     for name, eff in e.items():
         n[f"e_{name}"] = Markdown(eff.text())

@@ -25,7 +25,7 @@ _COMMON = dict(dataset="cifar10", optimizer="adamw", schedule="cosine", augment=
                cutout_size=8, mixes=["mixup", "cutout"], pga_steps=5, sharp_rho=0.05, mix_rho=0.05,
                asam_rho=0.5, sa_model="cnn_sa", slice_range=1.0, device="auto", compile=False, search_seed=0,
                bases=["adamw", "sgd"], sgd_lr=0.05, sgd_weight_decay=5e-4, search_models=["cnn", "vit"],
-               model_precision={})
+               model_precision={}, probe=True)
 PRESETS = {
     "smoke": {**_COMMON, "models": ["cnn", "vit"], "model_kw": _TINY, "n_per_class": 6, "val_per_class": 3,
               "test_per_class": 5, "epochs": 1, "batch_size": 16, "seeds": 2, "lr": 2e-3, "weight_decay": 0.05,
@@ -69,6 +69,7 @@ def validate(p: dict) -> None:
     require(isinstance(mp, dict) and set(mp) <= set(p["models"]) | {p["sa_model"]}
             and set(mp.values()) <= {"auto", "bf16", "fp32"},
             "model_precision maps models to 'auto', 'bf16' or 'fp32', e.g. {'vit': 'fp32'}")
+    require(isinstance(p["probe"], bool), "probe must be True or False")
     require(len(p["rhos"]) >= 1 and all(r > 0 for r in p["rhos"]), "rhos: positive values")
     require(p["sharp_rho"] in p["rhos"] and p["mix_rho"] in p["rhos"], "sharp_rho and mix_rho must be in rhos")
     require(set(p["mixes"]) <= {"mixup", "cutout"}, "mixes: mixup and/or cutout")

@@ -17,7 +17,8 @@
 - :func:`size_sweep` — ViT vs CNN across training-set sizes, read from chapter 01's results table (not retrained).
 
 Every run validates each epoch on the validation split carved from the training set, so its results row carries
-the book's convergence check (``converged`` / ``convergence``). With ``workers`` > 1 (CPU) the independent runs
+the book's convergence check (``converged`` / ``convergence``); with ``probe``, each cell (model, method) whose
+runs fail its tests 1–2 gets one budget-halving probe (:func:`probe_cells`, :mod:`ibnb.core.probes`). With ``workers`` > 1 (CPU) the independent runs
 are first trained ``workers`` at a time in worker processes (:mod:`ibnb.core.parallel`) and then loaded here.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ibnb.core.augment import DeviceLoader
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters
 from ibnb.core.parallel import Run, prefetch
+from ibnb.core.probes import cell_probes, probe_run, share_within_cells
 from ibnb.core.reference import splits as reference_splits
 from ibnb.core.runs import load_snapshots, train_or_load
 from ibnb.core.train import TrainConfig, device_name, evaluate
@@ -162,16 +164,52 @@ def _mix_runs(p: dict, pool: ImageData):
                 yield seed, data, mix, rho
 
 
+def main_specs(p: dict, pool: ImageData, val: ImageData) -> list[Run]:
+    """The :class:`~ibnb.core.parallel.Run` of every main-sweep run, in :func:`run_main`'s row order."""
+    return [run_spec(p, m, data, val, **kw) for _, data, m, _, kw in _main_runs(p, pool, val)]
+
+
+def mix_specs(p: dict, pool: ImageData, val: ImageData) -> list[Run]:
+    """The :class:`~ibnb.core.parallel.Run` of every batch-operation run, in :func:`run_mixing`'s row order."""
+    return [run_spec(p, p["mix_model"], data, val, seed=seed, epochs=p["epochs"], rho=rho, mix=mix,
+                     **base_settings(p, "adamw")) for seed, data, mix, rho in _mix_runs(p, pool)]
+
+
 def planned_runs(p: dict, pool: ImageData, val: ImageData) -> list[Run]:
     """Every run of the main sweep, the batch operations and the attention maps, the costliest first (SAM's
     two gradients, then the runs with twice the epochs), for :func:`~ibnb.core.parallel.prefetch`."""
-    runs = [(m, data, kw) for _, data, m, _, kw in _main_runs(p, pool, val)]
-    runs += [(p["mix_model"], data, dict(seed=seed, epochs=p["epochs"], rho=rho, mix=mix, **base_settings(p, "adamw")))
-             for seed, data, mix, rho in _mix_runs(p, pool)]
-    runs.append((p["sa_model"], train_subset(pool, p, 0), dict(seed=0, epochs=p["epochs"],
-                                                               **base_settings(p, "adamw"))))
-    specs = [run_spec(p, m, data, val, **kw) for m, data, kw in runs]
+    specs = main_specs(p, pool, val) + mix_specs(p, pool, val)
+    specs.append(run_spec(p, p["sa_model"], train_subset(pool, p, 0), val, seed=0, epochs=p["epochs"],
+                          **base_settings(p, "adamw")))
+    return _costliest_first(specs)
+
+
+def _costliest_first(specs: list[Run]) -> list[Run]:
     return sorted(specs, key=lambda r: -r.config.epochs * (2 if r.step is not None and hasattr(r.step, "rho") else 1))
+
+
+def probe_cells(p: dict, frame: pd.DataFrame, specs: list[Run]) -> pd.DataFrame:
+    """``frame`` (one row per run of ``specs``) after one budget-halving probe per cell (experiment, model,
+    method) whose runs fail tests 1–2 of the convergence check (:mod:`ibnb.core.probes`): the probe is trained for
+    the cell's first failing seed, that run's convergence columns are re-checked with it (test 3), and the cell's
+    other failing seeds take its verdict if it passed. Adds ``probed``; ``probe`` = False returns ``frame`` as is
+    (``probed`` all False)."""
+    rows = frame.to_dict("records")
+    for r in rows:
+        r["probed"] = False
+    if not p["probe"] or not rows:
+        return pd.DataFrame(rows)
+    cells = [(r["experiment"], r["model"], r["method"]) for r in rows]
+    failed = [not r["converged"] and probe_run(s) is not None for r, s in zip(rows, specs)]
+    probed = cell_probes(cells, failed)
+    prefetch(_costliest_first([probe_run(specs[i]) for i in probed]), p["workers"], p["device"])
+    for i in probed:
+        s = specs[i]
+        _, hist, _ = train_or_load(s.model_name, s.train, s.val, config=s.config, model_kw=s.model_kw, step=s.step,
+                                   device=p["device"], progress=False, probe=True, snapshots=s.snapshots)
+        rows[i].update(hist.convergence.columns(), probed=True)
+    share_within_cells(rows, cells, probed)
+    return pd.DataFrame(rows)
 
 
 def run_main(p: dict, pool: ImageData, val: ImageData, test: ImageData,
@@ -328,7 +366,8 @@ def run_all(p: dict, progress: bool = False) -> Outcome:
     pool, val, test = splits(p)
     trained = prefetch(planned_runs(p, pool, val), p["workers"], p["device"])
     main, hists, nets = run_main(p, pool, val, test, trained)
-    mix = run_mixing(p, pool, val, test, trained)
+    main = probe_cells(p, main, main_specs(p, pool, val))
+    mix = probe_cells(p, run_mixing(p, pool, val, test, trained), mix_specs(p, pool, val))
     sharp, slices = run_sharpness(p, pool, val, nets, main)
     ro = run_rollout(p, pool, val, test, nets)
     searches = run_searches(p, pool, val)
