@@ -3,10 +3,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ibnb.chapters.vit_sam import mixing
+from ibnb.core import batch_ops as mixing
 from ibnb.chapters.vit_sam import sharpness
 from ibnb.core.models import create_model
-from ibnb.chapters.vit_sam.sam import SAM, MixStep, SAMStep, frozen_bn_stats
+from ibnb.chapters.vit_sam.sam import SAM, SAMStep, frozen_bn_stats
+from ibnb.core.batch_ops import MixStep
 from ibnb.core.train import fit
 from ibnb.chapters.vit_sam.rollout import rollout, vit_rollout_maps
 

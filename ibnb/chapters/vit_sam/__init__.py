@@ -1,8 +1,8 @@
 """Chapter 08 — weak architectural priors and flat minima: ViT from scratch and Sharpness-Aware Minimization
 (the chapter contract of :mod:`ibnb.chapters`).
 
-Files: ``presets.py`` (knobs), ``sam.py`` (the SAM optimiser and the SAM / batch-op train steps), ``mixing.py``
-(Mixup, Cutout), ``sharpness.py`` (flatness measurements), ``rollout.py`` (ViT attention rollout), ``sweep.py``
+Files: ``presets.py`` (knobs), ``sam.py`` (the SAM optimiser and the SAM train step; Mixup, Cutout and
+the batch-op step are in :mod:`ibnb.core.batch_ops`), ``sharpness.py`` (flatness measurements), ``rollout.py`` (ViT attention rollout), ``sweep.py``
 (the runs), ``claims_audit.py`` (claims and calibration), ``figures.py``. The loop is :func:`ibnb.core.train.fit`, the
 models are in :mod:`ibnb.core.models`.
 """

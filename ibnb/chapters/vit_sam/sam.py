@@ -31,8 +31,8 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ibnb.core.batch_ops import mixed_forward_backward, soft_cross_entropy
 from ibnb.core.train import StepOutput, autocast
 
 
@@ -149,30 +149,11 @@ def frozen_bn_stats(model: nn.Module):
                 m.num_batches_tracked.copy_(tracked)
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy for integer labels or class-probability targets (Mixup), in fp32."""
-    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-
-
-def _forward_backward(model, opt, x, y, mix, label_smoothing):
-    """Apply the batch op, forward under autocast, fp32 loss, zero the gradients and back-propagate.
-    Returns ``(x, target, logits, loss)`` (the possibly mixed batch and its targets)."""
-    target = y
-    if mix is not None:
-        x, target = mix(x, y)
-    with autocast(x.device):
-        logits = model(x)
-    loss = soft_cross_entropy(logits, target, label_smoothing)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    return x, target, logits, loss
-
-
 @dataclass(frozen=True)
 class SAMStep:
     """One SAM (or ASAM, ``adaptive=True``) update with the optimiser that ``fit`` built as the base optimiser.
 
-    ``mix`` (optional) is a batch op of :mod:`ibnb.chapters.vit_sam.mixing`, applied once per step (both gradients
+    ``mix`` (optional) is a batch op of :mod:`ibnb.core.batch_ops`, applied once per step (both gradients
     see the same mixed batch). Logged terms: ``perturbed_loss`` = L(w+ε̂) on the batch and ``sharpness`` =
     L(w+ε̂) − L(w) (the one-step estimate SAM itself uses). The fields key the run cache."""
 
@@ -195,7 +176,7 @@ class SAMStep:
 
     def __call__(self, model, opt, x, y, epoch) -> StepOutput:
         sam = self._sam(opt)
-        x, target, logits, loss = _forward_backward(model, sam, x, y, self.mix, self.label_smoothing)
+        x, target, logits, loss = mixed_forward_backward(model, sam, x, y, self.mix, self.label_smoothing)
         sam.first_step(zero_grad=True)
         with frozen_bn_stats(model):
             with autocast(x.device):
@@ -204,17 +185,3 @@ class SAMStep:
         sam.second_step(zero_grad=True)
         loss, perturbed = loss.detach(), perturbed.detach()
         return StepOutput(loss, logits.detach(), {"perturbed_loss": perturbed, "sharpness": perturbed - loss})
-
-
-@dataclass(frozen=True)
-class MixStep:
-    """The ordinary one-gradient update with a batch op of :mod:`ibnb.chapters.vit_sam.mixing` (the baseline that
-    :class:`SAMStep` with the same ``mix`` is compared with)."""
-
-    mix: object = None
-    label_smoothing: float = 0.0
-
-    def __call__(self, model, opt, x, y, epoch) -> StepOutput:
-        _, _, logits, loss = _forward_backward(model, opt, x, y, self.mix, self.label_smoothing)
-        opt.step()
-        return StepOutput(loss.detach(), logits.detach())

@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 
 from ibnb.book.results import read_results, results_path, write_results
-from ibnb.chapters.vit_sam.mixing import make_mix
 from ibnb.chapters.vit_sam.presets import ARCH_NOTEBOOK, LABELS, NOTEBOOK
 from ibnb.chapters.vit_sam.rollout import vit_rollout_maps
-from ibnb.chapters.vit_sam.sam import MixStep, SAMStep
+from ibnb.chapters.vit_sam.sam import SAMStep
 from ibnb.chapters.vit_sam.sharpness import loss_slice, pga_sharpness, top_hessian_eigenvalue
 from ibnb.core.attention_maps import spatial_attention_maps
 from ibnb.core.augment import DeviceLoader
+from ibnb.core.batch_ops import MixStep, make_mix
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters
 from ibnb.core.parallel import Run, prefetch

@@ -1,4 +1,4 @@
-"""Batch-level regularisers for a custom train step: Mixup and Cutout, as frozen dataclasses.
+"""Batch-level regularisers and the one-gradient train step that applies them: Mixup, Cutout, :class:`MixStep`.
 
 Each op is a callable ``op(x, y) -> (x', target)`` on a *normalised* batch already on the device; ``target`` is
 either the integer labels (Cutout) or class probabilities (Mixup), both accepted by ``F.cross_entropy``. The
@@ -12,6 +12,10 @@ fields), so a run is reproducible; a resumed run continues with a fresh generato
   The square is drawn by the book's one implementation, :func:`ibnb.core.image_ops.cutout` (magnitude
   ``m = size / (CUTOUT·H)``, filled with mid-grey in ``[0, 1]`` pixel space), so the batch is un-normalised with
   the dataset's ``mean`` / ``std``, cut and normalised again.
+
+:class:`MixStep` is the ordinary update (forward under the run's autocast, fp32 loss, backward, step) with an
+optional batch op and label smoothing; chapter 08's SAM step builds on :func:`mixed_forward_backward`, and
+chapter 02 trains its MLPs with Bachmann et al.'s ingredients (mixup + label smoothing) through it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ibnb.core import image_ops
+from ibnb.core.train import StepOutput, autocast
 
 
 @dataclass(frozen=True)
@@ -92,3 +97,36 @@ def make_mix(name: str, *, seed: int = 0, num_classes: int = 10, mixup_alpha: fl
         return Cutout(seed=seed, size=int(cutout_size), mean=tuple(float(v) for v in mean),
                       std=tuple(float(v) for v in std))
     raise ValueError(f"unknown batch op {name!r}; use none, mixup or cutout")
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy for integer labels or class-probability targets (Mixup), in fp32."""
+    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+
+
+def mixed_forward_backward(model, opt, x, y, mix, label_smoothing):
+    """Apply the batch op, forward under autocast, fp32 loss, zero the gradients and back-propagate.
+    Returns ``(x, target, logits, loss)`` (the possibly mixed batch and its targets)."""
+    target = y
+    if mix is not None:
+        x, target = mix(x, y)
+    with autocast(x.device):
+        logits = model(x)
+    loss = soft_cross_entropy(logits, target, label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return x, target, logits, loss
+
+
+@dataclass(frozen=True)
+class MixStep:
+    """The ordinary one-gradient update with a batch op (``mix``: :class:`Mixup`, :class:`Cutout` or ``None``) and
+    label smoothing; the fields key the run cache."""
+
+    mix: object = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, model, opt, x, y, epoch) -> StepOutput:
+        _, _, logits, loss = mixed_forward_backward(model, opt, x, y, self.mix, self.label_smoothing)
+        opt.step()
+        return StepOutput(loss.detach(), logits.detach())
