@@ -10,7 +10,7 @@ from typing import Any
 #: per notebook: the knobs that set how much is done (images, epochs, steps, seeds, trials), taken from ``smoke``
 VOLUME: dict[str, set[str]] = {
     "01_architectures": {"val_per_class", "n_per_class", "epochs", "seeds", "test_per_class", "grid",
-                         "tune_n_per_class", "fast_epochs", "permute_n_per_class", "permute_models"},
+                         "tune_n_per_class", "fast_epochs", "permute_n_per_class", "permute_models", "lr_extend"},
     "02_mlp_scaling": {"val_per_class", "ladder_n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
                        "scaling_n_per_class", "scaling_seeds", "batch_seeds", "prior_n_per_class", "prior_epochs",
                        "throughput_steps", "throughput_batch"},
