@@ -184,19 +184,6 @@ def test_an_interruption_says_what_it_left_for_the_command_it_stopped(flag, says
     assert says in _interrupted_what(args)
 
 
-def test_chapter_02_keeps_only_the_networks_its_probe_section_reads():
-    from ibnb.chapters.mlp_scaling.sweep import Lab, run_epochs
-
-    lab = Lab.__new__(Lab)
-    lab.p, lab.K = _presets_of(_module("02_mlp_scaling"), "02_mlp_scaling")["smoke"], 10
-    p, n = lab.p, lab.p["ladder_n_per_class"]
-    probed = dict(kw=p["model_kw"]["cnn"], n_per_class=n, augment=p["probe_augment"],
-                  epochs=run_epochs(10 * n, p), batch_size=p["batch_size"], lr=p["lr"])
-    assert lab._probed("cnn", **probed)
-    assert not lab._probed("cnn", **{**probed, "batch_size": 2 * p["batch_size"]})  # the batch section's run
-    assert not lab._probed("bmlp", **{**probed, "kw": {"width": 3, "depth": 1}})  # a scaling-grid network
-
-
 def test_an_estimate_extracts_the_features_of_a_large_set_from_its_first_images_only():
     seen = []
 

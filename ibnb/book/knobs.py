@@ -11,9 +11,9 @@ from typing import Any
 VOLUME: dict[str, set[str]] = {
     "01_architectures": {"val_per_class", "n_per_class", "epochs", "seeds", "test_per_class", "grid",
                          "tune_n_per_class", "fast_epochs", "permute_n_per_class", "permute_models", "lr_extend"},
-    "02_mlp_scaling": {"val_per_class", "ladder_n_per_class", "epochs", "min_steps", "seeds", "test_per_class",
-                       "scaling_n_per_class", "scaling_seeds", "batch_seeds", "prior_n_per_class", "prior_epochs",
-                       "throughput_steps", "throughput_batch"},
+    "02_mlp_scaling": {"val_per_class", "ladder_n_per_class", "ladder_epochs", "epochs", "min_steps", "seeds",
+                       "test_per_class", "scaling_n_per_class", "scaling_seeds", "batch_n_per_class", "batch_epochs",
+                       "prior_n_per_class", "prior_epochs", "throughput_steps", "throughput_batch", "fit_bootstrap"},
     "03_spatial_attention": {"n_per_class", "val_per_class", "test_per_class", "epochs", "seeds", "pacs_n_per_class",
                              "pacs_val_per_class", "pacs_epochs", "sketch_per_class", "faith_per_class",
                              "overlay_images", "food_epochs", "food_seeds", "food_val_per_class"},
@@ -55,7 +55,7 @@ SHAPE: dict[str, set[str]] = {
 #: steps), never a training run; the cost estimate (:mod:`ibnb.book.cost`) takes only these from ``smoke``
 EVAL_ONLY: dict[str, set[str]] = {
     "01_architectures": {"test_per_class"},
-    "02_mlp_scaling": {"test_per_class", "throughput_steps", "throughput_batch"},
+    "02_mlp_scaling": {"test_per_class", "throughput_steps", "throughput_batch", "fit_bootstrap"},
     "03_spatial_attention": {"test_per_class", "sketch_per_class", "faith_per_class", "overlay_images"},
     "04_test_time_augmentation": {"test_per_class", "corrupt_per_class", "tta_samples", "corrupt_samples",
                                   "gps_pool", "gps_search_per_class", "member_subsets", "metta_views"},

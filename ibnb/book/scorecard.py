@@ -93,9 +93,13 @@ def _mlp_scaling(df: pd.DataFrame) -> list[dict]:
     rows += paired(prior, "model", "conv_layer", "locally_connected", mechanism="architecture",
                    comparison="weight sharing: conv − local layer", chapter=ch)
     ladder = df[df["experiment"] == "ladder"]
+    # the ladder's recipes (none / crop+flip / crop+flip + mixup + label smoothing); tables written before the
+    # recipes existed compare crop+flip with none
+    col, with_, what = (("recipe", "bachmann", "crop+flip, mixup, LS") if "recipe" in ladder
+                        else ("augment", "crop+flip", "crop+flip"))
     for model, name in (("mlp", "MLP"), ("bmlp", "bottleneck MLP")):
-        rows += paired(ladder[ladder["model"] == model], "augment", "crop+flip", "none", mechanism="augmentation",
-                       comparison=f"crop+flip − none ({name})", chapter=ch)
+        rows += paired(ladder[ladder["model"] == model], col, with_, "none", mechanism="augmentation",
+                       comparison=f"{what} − none ({name})", chapter=ch)
     return rows
 
 

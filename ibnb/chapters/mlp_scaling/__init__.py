@@ -37,7 +37,7 @@ class Outcome:
     probe: pd.DataFrame
     probe_sets: dict
     shape: pd.DataFrame       # per model and seed: shape_kept, texture_kept, shape_index (×1), converged
-    throughput: pd.DataFrame  # seed-0 probe rows indexed by model: params, FLOPs, benchmark images/s
+    throughput: pd.DataFrame  # per model of throughput_models (fresh models): params, FLOPs, benchmark images/s
     conv: ConvIdentity
     num_classes: int = 10
     n_unique: int = 0
@@ -52,17 +52,17 @@ class Outcome:
 
 def run(P: dict, progress: bool = False) -> Outcome:
     """Train or load every run of the five sections and write ``book/results/02_mlp_scaling/<profile>.csv``."""
-    lab, timings, parts = Lab(P, progress=progress), {}, {}
-    for name in ("ladder", "scaling", "batch", "prior", "probe"):
-        t0 = time.perf_counter()
-        parts[name] = getattr(lab, name)()
-        timings[name] = time.perf_counter() - t0
-    (ladder, hist), (probe, probe_sets) = parts["ladder"], parts["probe"]
+    lab = Lab(P, progress=progress)
+    t0 = time.perf_counter()
+    plan = lab.run_all()
+    timings = {"training and loading": time.perf_counter() - t0}
+    (ladder, hist), (probe, probe_sets) = lab.ladder(plan["ladder"]), lab.probe(plan["probe"])
     shape = shape_index(probe_table(probe)).merge(probe[["model", "seed", "converged"]], on=["model", "seed"])
-    throughput = probe[probe["seed"] == 0].set_index("model")
-    out = Outcome(ladder, hist, parts["scaling"], scaling_fits(parts["scaling"]), parts["batch"], parts["prior"],
-                  probe, probe_sets, shape, throughput, conv_identity(P["model_kw"]["conv_layer"]), lab.K,
-                  len(lab.memo), lab.trained_now, timings)
+    throughput = lab.throughput()
+    scaling = lab.scaling(plan["scaling"])
+    out = Outcome(ladder, hist, scaling, scaling_fits(scaling, seed=P["fit_seed"], n_boot=P["fit_bootstrap"]),
+                  lab.batch(plan["batch"]), lab.prior(plan["prior"]), probe, probe_sets, shape, throughput,
+                  conv_identity(P["model_kw"]["conv_layer"]), lab.K, len(lab.rows), lab.trained_now, timings)
     results.write_results(out.table, NOTEBOOK, P["profile"])
     return out
 
@@ -74,7 +74,7 @@ def audit(out: Outcome, P: dict) -> Audit:
 
 def figures(out: Outcome, P: dict) -> dict:
     """The chapter's figures by glue name."""
-    order = [rung_name(m, a) for m, a in P["ladder"]]
+    order = [rung_name(m, r) for m, r in P["ladder"]]
     return {"fig_conv_matrix": _figures.conv_matrix_figure(out.conv),
             "fig_ladder": _figures.ladder_bars(out.ladder, order),
             "fig_ladder_curves": _figures.ladder_curves(out.ladder_hist, order),

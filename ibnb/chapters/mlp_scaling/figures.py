@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
-from matplotlib.lines import Line2D
 
 from ibnb.chapters.mlp_scaling.analysis import ConvIdentity, scaling_grid
 from ibnb.chapters.mlp_scaling.sweep import RUNG_NAMES
@@ -37,7 +36,7 @@ def _bars_with_seeds(ax, groups: list, values: dict, colors: list, hatches=None,
 
 
 def ladder_bars(df: pd.DataFrame, order: list[str]) -> plt.Figure:
-    """Test accuracy per rung of the ladder (hatched: crop+flip augmentation)."""
+    """Test accuracy per rung of the ladder (hatched: trained with augmentation; recipe in the label)."""
     fig, (ax,) = panel_grid(1, height=3.0)
     fig.set_size_inches(PAGE_WIDTH, 3.0)
     values = {r: df[df["rung"] == r]["test_acc"].to_numpy() for r in order}
@@ -45,7 +44,7 @@ def ladder_bars(df: pd.DataFrame, order: list[str]) -> plt.Figure:
     for b in bars:
         ax.annotate(f"{b.get_height():.1f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                     va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(np.arange(len(order)), [r.replace(" + ", "\n+ ") for r in order])
+    ax.set_xticks(np.arange(len(order)), [r.replace(" + ", "\n+ ").replace(", ", ",\n") for r in order], fontsize=9)
     ax.set_ylabel("test accuracy (%)")
     return fig
 
@@ -76,30 +75,33 @@ def _log_axes(ax, xlabel: str):
 
 
 def _fit_line(ax, fit, xs):
+    if fit is None:
+        return
     xs = np.geomspace(min(xs), max(xs), 50)
     ax.plot(xs, 100 * fit.predict(xs), color="k", ls=":", lw=1.5)
 
 
 def scaling_figure(df: pd.DataFrame, fits: dict) -> plt.Figure:
     """(a) error vs parameters per data size, (b) error vs data per model size, (c) error vs training compute with
-    the compute-efficient frontier; dotted: the power-law fits (exponents with 95 % intervals in the table).
-    Two panels per row at page width; the fourth cell holds the legends."""
+    the compute-efficient frontier; dotted: the saturating power-law fits (exponents and E∞ with bootstrap intervals
+    in the table); (d) the fits' residuals, log(observed / fitted) against the fitted quantity (relative to its
+    smallest value)."""
     g = scaling_grid(df)
     sizes = list(dict.fromkeys(df.sort_values("params")["size"]))
     ns = sorted(df["n_train"].unique())
     c_n = [plt.cm.viridis(0.85 * i / max(1, len(ns) - 1)) for i in range(len(ns))]
     c_p = [plt.cm.plasma(0.85 * i / max(1, len(sizes) - 1)) for i in range(len(sizes))]
-    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 5.8))
-    (a, b), (c, leg) = axes
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.4))
+    (a, b), (c, r) = axes
     for n, col in zip(ns, c_n):
         d = g[g["n_train"] == n].sort_values("params")
-        a.plot(d["params"], 100 * d["test_error"], "o-", color=col, ms=4)
+        a.plot(d["params"], 100 * d["test_error"], "o-", color=col, ms=4, label=f"{n:,} images")
     _fit_line(a, fits["fit_p"], g["params"])
     _log_axes(a, "parameters")
     a.set_title("(a) error vs model size")
     for s, col in zip(sizes, c_p):
         d = g[g["size"] == s].sort_values("n_train")
-        b.plot(d["n_train"], 100 * d["test_error"], "s-", color=col, ms=4)
+        b.plot(d["n_train"], 100 * d["test_error"], "s-", color=col, ms=4, label=s)
         c.scatter(d["train_flops"], 100 * d["test_error"], color=col, s=14 + 40 * np.log(d["n_train"] / min(ns) + 1),
                   alpha=0.8)
     _fit_line(b, fits["fit_d"], g["n_train"])
@@ -112,34 +114,41 @@ def scaling_figure(df: pd.DataFrame, fits: dict) -> plt.Figure:
     c.set_title("(c) error vs compute")
     for ax in (a, b, c):
         ax.set_ylabel("test error (%)")
-    leg.axis("off")
-    data_handles = [Line2D([], [], color=col, marker="o", label=f"{n:,} images") for n, col in zip(ns, c_n)]
-    size_handles = [Line2D([], [], color=col, marker="s", label=s) for s, col in zip(sizes, c_p)]
-    other = [Line2D([], [], color="k", ls=":", label="power-law fit"),
-             Line2D([], [], color="k", lw=1, label="frontier (c)")]
-    first = leg.legend(handles=data_handles, title="(a) data size", loc="upper left", fontsize=9, title_fontsize=9)
-    leg.add_artist(first)
-    leg.legend(handles=size_handles + other, title="(b, c) width d, blocks L", loc="upper right", fontsize=9,
-               title_fontsize=9)
+    a.legend(fontsize=8, title="data size", title_fontsize=8)
+    b.legend(fontsize=8, title="width d, blocks L", title_fontsize=8)
+    for (key, label), marker in zip((("fit_p", "α_P fit"), ("fit_d", "α_D fit"), ("fit_c", "α_C fit")), "os^"):
+        fit = fits[key]
+        if fit is not None and len(fit.residuals):
+            x = np.arange(len(fit.residuals))
+            r.plot(x, fit.residuals, marker=marker, ls="-", ms=4, label=label)
+    r.axhline(0, color="k", lw=0.8)
+    r.set_xlabel("fit point (increasing x)")
+    r.set_ylabel("log(observed / fitted)")
+    r.set_title("(d) residuals of the fits")
+    r.legend(fontsize=8)
     return fig
 
 
 def batch_plot(df: pd.DataFrame) -> plt.Figure:
-    """Test accuracy vs batch size (log₂ axis) per model at a fixed number of epochs (dots: seeds)."""
-    fig, (ax,) = panel_grid(1, height=3.0)
-    for m in dict.fromkeys(df["model"]):
-        d = df[df["model"] == m]
-        mean = d.groupby("batch_size")["test_acc"].mean()
-        name = RUNG_NAMES.get(m, m)
-        ax.plot(mean.index, 100 * mean.values, "o-", color=_color(name), label=name)
-        ax.scatter(d["batch_size"], 100 * d["test_acc"], s=10, color=_color(name), alpha=0.5)
-    ax.set_xscale("log", base=2)
-    ticks = sorted(df["batch_size"].unique())
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("batch size (log₂ scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=9)
+    """Test accuracy vs batch size (log₂ axis) per model, at a fixed number of epochs (left) and at a fixed
+    number of steps (right); dots: seeds."""
+    fig, axes = panel_grid(2, height=3.0, sharey=True)
+    for ax, (regime, title) in zip(axes, (("epochs", "fixed epochs"), ("steps", "fixed steps"))):
+        d0 = df[df["regime"] == regime]
+        for m in dict.fromkeys(d0["model"]):
+            d = d0[d0["model"] == m]
+            mean = d.groupby("batch_size")["test_acc"].mean()
+            name = RUNG_NAMES.get(m, m)
+            ax.plot(mean.index, 100 * mean.values, "o-", color=_color(name), label=name)
+            ax.scatter(d["batch_size"], 100 * d["test_acc"], s=10, color=_color(name), alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(d0["batch_size"].unique())
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size (log₂ scale)")
+        ax.set_title(title)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=9)
     return fig
 
 

@@ -9,8 +9,9 @@ from ibnb.book.page import Markdown
 from ibnb.book.tables import table
 from ibnb.chapters.mlp_scaling import audit as _audit
 from ibnb.chapters.mlp_scaling.analysis import batch_effect
+from ibnb.chapters.mlp_scaling.scaling import resolved
 from ibnb.chapters.mlp_scaling.figures import LAYER_NAMES
-from ibnb.chapters.mlp_scaling.sweep import RUNG_NAMES, lr_for, rung_name
+from ibnb.chapters.mlp_scaling.sweep import RUNG_NAMES, rung_name
 from ibnb.core.reference import changes
 
 
@@ -18,15 +19,29 @@ def _md(text) -> Markdown:
     return Markdown(str(text))
 
 
+def _pct_interval(ci: tuple[float, float]) -> str:
+    lo, hi = ci
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo == lo and hi == hi else "(no interval)"
+
+
+def _effect_text(e: dict, key: str) -> Markdown:
+    return _md(e[key].text() if key in e else "not run at this profile")
+
+
 def _setup(o, P: dict) -> dict:
     K, ci, g = o.num_classes, o.conv, o.fits["grid"]
     kw = P["model_kw"]["conv_layer"]
+    rows = o.table.drop_duplicates(subset=["model", "n_train", "seed", "epochs", "batch_size", "lr", "recipe",
+                                           "width", "depth"])
+    lrs = ", ".join(f"{RUNG_NAMES.get(m, m)} {lr:g}" for m, lr in P["lrs"].items())
     return {"profile_name": _md(f"`{P['profile']}`"), "n_val": K * P["val_per_class"], "n_test": int(o.ladder["n_test"].iloc[0]),
-            "lr": float(P["lr"]), "wd": float(P["weight_decay"]), "batch_size": P["batch_size"], "epochs": P["epochs"],
-            "min_steps": P["min_steps"], "seeds": P["seeds"], "n_ladder": K * P["ladder_n_per_class"],
+            "lr": float(P["lr"]), "lrs": _md(lrs or f"every model {P['lr']:g}"), "wd": float(P["weight_decay"]),
+            "batch_size": P["batch_size"], "epochs": P["epochs"], "min_steps": P["min_steps"], "seeds": P["seeds"],
+            "n_ladder": K * P["ladder_n_per_class"], "workers": P["workers"],
             "n_max_train": K * max(P["ladder_n_per_class"], *P["scaling_n_per_class"]),
             "max_params_m": max(float(g["params"].max()), float(o.ladder["params"].max())) / 1e6,
             "compute_decades": float(np.log10(g["train_flops"].max() / g["train_flops"].min())),
+            "n_converged": int(rows["converged"].sum()), "n_distinct": len(rows), "n_probed": int(rows["probed"].sum()),
             "conv_c": kw["channels"], "conv_k": kw["kernel_size"], "conv_stride": kw["stride"],
             "prior_in": _md("3×32×32"), "prior_hw": _md("×".join(map(str, ci.out_hw))),
             "conv_rows": int(ci.matrix.shape[0]), "conv_cols": int(ci.matrix.shape[1]), "conv_err": ci.max_error,
@@ -37,24 +52,24 @@ def _setup(o, P: dict) -> dict:
 
 def _ladder(o, P: dict, e: dict) -> dict:
     lad, n = o.ladder, {}
-    for m, a in P["ladder"]:
-        n[f"acc_{m}_{'aug' if a != 'none' else 'noaug'}"] = _md(
-            group_effect(lad, where={"rung": rung_name(m, a)}).text(signed=False))
-    for key in ("aug_mlp", "bmlp_vs_mlp", "aug_bmlp", "resnet_vs_bmlp", "cnn_vs_bmlp", "mlp_gap", "batch",
-                "locality", "sharing"):
-        n[f"e_{key}"] = _md(e[key].text())
+    for key in ("aug_mlp", "bmlp_vs_mlp", "aug_bmlp", "flip_bmlp", "aug_cnn", "cnn_vs_bmlp", "mlp_gap",
+                "batch_epochs", "batch_steps", "locality", "sharing"):
+        n[f"e_{key}"] = _effect_text(e, key)
     params = lad.groupby("model")["params"].first()
-    frames = [f for (r, _), f in o.ladder_hist.items() if r == "MLP"]
+    frames = [f for (r, _), f in o.ladder_hist.items() if r == rung_name("mlp", "none")]
     best = float(np.mean([int(f["val_loss"].idxmin()) + 1 for f in frames]))
     last = int(frames[0]["epoch"].iloc[-1])
-    n.update(ladder_epochs=int(lad["epochs"].max()), mlp_params_k=float(params["mlp"]) / 1e3,
-             bmlp_params_k=float(params["bmlp"]) / 1e3, bmlp_width=P["model_kw"]["bmlp"]["width"],
-             bmlp_depth=P["model_kw"]["bmlp"]["depth"], mlp_best_epoch=best, mlp_last_epoch=last,
+    epochs = lad.groupby("model", sort=False)["epochs"].max()
+    n.update(ladder_epochs=_md(", ".join(f"{RUNG_NAMES.get(m, m)} {int(v)}" for m, v in epochs.items())),
+             n_rungs=len(P["ladder"]), mixup_alpha=float(P["mixup_alpha"]), smoothing=float(P["bachmann_smoothing"]),
+             mlp_params_k=float(params["mlp"]) / 1e3, bmlp_params_k=float(params["bmlp"]) / 1e3,
+             bmlp_width=P["model_kw"]["bmlp"]["width"], bmlp_depth=P["model_kw"]["bmlp"]["depth"],
+             mlp_epochs=int(epochs["mlp"]), mlp_best_epoch=best, mlp_last_epoch=last,
              mlp_train_acc=100 * float(np.mean([f["train_acc"].iloc[-1] for f in frames])),
              mlp_val_acc=100 * float(np.mean([f["val_acc"].iloc[-1] for f in frames])),
              mlp_overfit_phrase=_md("after that its validation loss rises while its training loss keeps falling"
                                     if best < last else "its validation loss is still falling at the last epoch, so "
-                                    "this short run has not reached the overfitting phase"))
+                                    "this run has not reached the overfitting phase"))
     return n
 
 
@@ -67,33 +82,44 @@ def _scaling(o, P: dict) -> dict:
          "p_decades": float(np.log10(g["params"].max() / g["params"].min())),
          "d_decades": float(np.log10(g["n_train"].max() / g["n_train"].min())),
          "err_min": 100 * float(g["test_error"].min()), "err_max": 100 * float(g["test_error"].max()),
-         "n_frontier": len(f["frontier"]),
+         "n_frontier": len(f["frontier"]), "n_boot": f["bootstrap"]["n"], "boot_failed": f["bootstrap"]["failed"],
          "compute_on": _md("runs on the frontier" if f["compute_on"] == "frontier" else
                            "runs (the frontier had fewer than 3)")}
+    done = []
     for key, sym in (("fit_p", "α_P"), ("fit_d", "α_D"), ("fit_c", "α_C")):
-        n[key] = _md(f[key].describe(sym))
+        fit = f[key]
+        n[key] = _md(fit.describe(sym) if fit is not None else f"{sym} not estimated (fewer than 3 points)")
+        if fit is not None and resolved(fit.exponent, fit.ci):
+            done.append(sym)
     if j is None:
-        n.update(joint=_md("not estimated (too few grid cells)"), cmp_pd=_md("not estimated"))
+        n.update(joint=_md("not estimated (fewer than 6 grid cells)"), cmp_pd=_md("not estimated"))
     else:
-        n["joint"] = _md(f"α_P = {j.alpha_p:.3f} and α_D = {j.alpha_d:.3f} ({j.n} cells; α_P − α_D = {j.gap:+.3f} "
-                         f"{_audit.interval(*j.ci_gap)})")
+        n["joint"] = _md(f"α_P = {j.alpha_p:.2f} {_audit.interval(*j.ci_p)} and α_D = {j.alpha_d:.2f} "
+                         f"{_audit.interval(*j.ci_d)} ({j.n} cells; α_P − α_D = {j.gap:+.2f} {_audit.interval(*j.ci_gap)})")
         lo, hi = j.ci_gap
-        n["cmp_pd"] = _md("smaller than the parameter exponent (the interval of the difference excludes zero)"
+        n["cmp_pd"] = _md("not comparable: with one seed per cell the bootstrap has nothing to resample"
+                          if not hi > lo else
+                          "smaller than the parameter exponent (the interval of the difference excludes zero)"
                           if lo > 0 else "larger than the parameter exponent (the interval excludes zero)" if hi < 0
                           else "not distinguishable from the parameter exponent at this budget")
+        done += [sym for sym, v, ci in (("two-factor α_P", j.alpha_p, j.ci_p), ("two-factor α_D", j.alpha_d, j.ci_d))
+                 if resolved(v, ci)]
+    n["resolved"] = _md(", ".join(done) if done else "none of them")
     return n
 
 
 def _batch(o, P: dict) -> dict:
-    bs, eff = sorted(P["batch_sizes"]), batch_effect(o.batch)
-    steps = o.batch.groupby("batch_size")["steps"].first()
-    n = {"batch_epochs": P["epochs"], "batch_list": _md(", ".join(map(str, bs))), "b_small": bs[0],
-         "b_large": bs[-1], "steps_small": int(steps[bs[0]]), "steps_large": int(steps[bs[-1]]),
-         "lr_large": float(lr_for(bs[-1], P)), "batch_seeds": P["batch_seeds"]}
-    for m in eff.index:
-        c = 100 * float(eff.loc[m, "change"])
-        n[f"batch_change_{m}"] = _md(f"{'gains' if c > 0 else 'loses'} {abs(c):.1f} points")
-        n[f"batch_best_{m}"] = int(eff.loc[m, "best_batch"])
+    K, bs, eff = o.num_classes, sorted(P["batch_sizes"]), batch_effect(o.batch)
+    ep = o.batch[o.batch["regime"] == "steps"].groupby("batch_size")["epochs"].first()
+    steps = o.batch[o.batch["regime"] == "epochs"].groupby("batch_size")["steps"].first()
+    n = {"batch_epochs": P["batch_epochs"], "batch_list": _md(", ".join(map(str, bs))), "b_small": bs[0],
+         "b_large": bs[-1], "b_base": P["batch_size"], "n_batch": K * P["batch_n_per_class"],
+         "steps_small": int(steps[bs[0]]), "steps_large": int(steps[bs[-1]]), "steps_base": int(steps[P["batch_size"]]),
+         "epochs_small": int(ep[bs[0]]), "epochs_large": int(ep[bs[-1]]),
+         "lr_rule": _md(P["lr_rule"]), "batch_recipe": _md(P["batch_recipe"])}
+    for (regime, m) in eff.index:
+        c = 100 * float(eff.loc[(regime, m), "change"])
+        n[f"batch_change_{regime}_{m}"] = _md(f"{'gains' if c > 0 else 'loses'} {abs(c):.1f} points")
     return n
 
 
@@ -115,7 +141,8 @@ def _prior_probe(o, P: dict) -> dict:
     n["si_order"] = _md(" > ".join(RUNG_NAMES.get(m, m) for m in mean["shape_index"].sort_values(ascending=False).index))
     n["e_shape_vit_cnn"] = _md(_audit.effects(o, P)["shape_vit_cnn"].text())
     tp = o.throughput
-    n.update(tp_batch=int(tp["bench_batch"].dropna().iloc[0]), tp_device=_md(f"`{tp['device'].iloc[0]}`"))
+    n.update(tp_batch=int(tp["bench_batch"].iloc[0]), tp_device=_md(f"`{tp['device'].iloc[0]}`"),
+             tp_resnet_size=_md(_audit._size(P, "resnet18")), tp_bmlp_size=_md(_audit._size(P, "bmlp")))
     for m in tp.index:
         n[f"tp_train_{m}"] = float(tp.loc[m, "bench_train_images_per_s"])
         n[f"tp_infer_{m}"] = float(tp.loc[m, "infer_images_per_s"])
@@ -135,6 +162,7 @@ def numbers(o, P: dict) -> dict:
     cal = _audit.calibration(o, P)[0]
     n.update(n_claims=len(claims), n_not_testable=t[NOT_TESTABLE], n_decided=len(claims) - t[NOT_TESTABLE],
              earlier=_md(changes({c.claim: c.verdict for c in claims}, _audit.EARLIER)),
+             shorter=_md(changes({c.claim: c.verdict for c in claims}, _audit.SHORTER)),
              cal_acc=_md(cal.ours.text(signed=False)), cal_gap=float(-cal.difference),
              cal_data_factor=50_000 / n["n_ladder"], n_rows=len(o.table), n_unique=o.n_unique,
              n_trained_now=o.trained_now)
@@ -147,24 +175,28 @@ def tables(o, P: dict) -> dict:
     conv = pd.DataFrame({"layer": ["dense layer (every entry free)", "locally connected (entries inside windows)",
                                    "convolution (distinct shared weights)"],
                          "free weights": [int(ci.matrix.numel()), ci.local_weights, ci.distinct]})
-    rungs = [rung_name(m, a) for m, a in P["ladder"]]
+    rungs = [rung_name(m, r) for m, r in P["ladder"]]
     ladder = pd.DataFrame([{"rung": r, "parameters": int(lad[lad["rung"] == r]["params"].iloc[0]),
+                            "epochs": int(lad[lad["rung"] == r]["epochs"].iloc[0]),
                             "test accuracy": group_effect(lad, where={"rung": r}).text(signed=False),
                             "converged runs": f"{int(lad[lad['rung'] == r]['converged'].sum())} of "
                                               f"{int((lad['rung'] == r).sum())}"} for r in rungs])
     f = o.fits
     fits = [("error vs parameters (largest data)", f["fit_p"]), ("error vs data (largest model)", f["fit_d"]),
             (f"error vs compute ({f['compute_on']})", f["fit_c"])]
-    fit_rows = [{"fit": k, "exponent": v.exponent, "95 % interval": _audit.interval(*v.ci), "points": v.n,
-                 "R²": v.r2} for k, v in fits]
+    fit_rows = [{"fit": k, "exponent α": v.exponent, "95 % interval of α": _audit.interval(*v.ci),
+                 "E∞ (%)": 100 * v.e_inf, "95 % interval of E∞": _pct_interval(v.ci_e_inf), "points": v.n,
+                 "R² (log error)": v.r2, "resolved": "yes" if resolved(v.exponent, v.ci) else "no"}
+                for k, v in fits if v is not None]
     if f["joint"] is not None:
         j = f["joint"]
-        fit_rows += [{"fit": "two-factor: parameters", "exponent": j.alpha_p, "95 % interval": _audit.interval(*j.ci_p),
-                      "points": j.n, "R²": j.r2},
-                     {"fit": "two-factor: data", "exponent": j.alpha_d, "95 % interval": _audit.interval(*j.ci_d),
-                      "points": j.n, "R²": j.r2}]
+        fit_rows += [{"fit": f"two-factor: {name}", "exponent α": v, "95 % interval of α": _audit.interval(*ci),
+                      "E∞ (%)": 100 * j.e_inf, "95 % interval of E∞": "", "points": j.n, "R² (log error)": float("nan"),
+                      "resolved": "yes" if resolved(v, ci) else "no"}
+                     for name, v, ci in (("parameters", j.alpha_p, j.ci_p), ("data", j.alpha_d, j.ci_d))]
     eff = batch_effect(o.batch).reset_index()
     eff["model"] = eff["model"].map(lambda m: RUNG_NAMES.get(m, m))
+    eff["regime"] = eff["regime"].map({"epochs": "fixed epochs", "steps": "fixed steps"})
     pr = o.prior.assign(layer=o.prior["model"].map(LAYER_NAMES))
     prior = pd.DataFrame([{"layer": layer, "parameters": int(d["params"].iloc[0]),
                            **{f"{n:,} images": group_effect(d, where={"n_train": n}).text(signed=False)
@@ -175,8 +207,8 @@ def tables(o, P: dict) -> dict:
     tp = o.throughput.reset_index()
     tp = tp.assign(model=tp["model"].map(lambda m: RUNG_NAMES.get(m, m)), mflops=tp["flops_per_image"] / 1e6)
     return {"conv_entries": table(conv), "ladder": table(ladder),
-            "fits": table(pd.DataFrame(fit_rows), digits={"exponent": 3, "R²": 2}),
-            "batch": table(eff, columns={"model": "model", "acc_small_batch": "smallest batch (%)",
+            "fits": table(pd.DataFrame(fit_rows), digits={"exponent α": 2, "E∞ (%)": 1, "R² (log error)": 2}),
+            "batch": table(eff, columns={"regime": "regime", "model": "model", "acc_small_batch": "smallest batch (%)",
                                          "acc_large_batch": "largest batch (%)", "change": "change (points)",
                                          "best_batch": "best batch"}, percent=("acc_small_batch", "acc_large_batch",
                                                                                "change")),

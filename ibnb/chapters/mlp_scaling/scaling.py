@@ -1,76 +1,100 @@
-"""Power-law fits in log space with confidence intervals, and the compute-efficient frontier.
+"""Saturating power laws with bootstrap intervals, and the compute-efficient frontier.
 
-A power law ``E = a · X^(−α)`` is a straight line ``log E = log a − α log X``; :func:`fit_power_law` fits it
-by ordinary least squares on the logs and returns the exponent with a two-sided Student-t confidence
-interval (``n − 2`` degrees of freedom), so the width of the interval honestly reflects how few points
-a fit rests on. :func:`fit_two_factor` fits ``log E = c − α_P log P − α_D log D`` to a whole grid at once.
+A learning curve flattens at the error no amount of the scaled quantity removes, so the fits carry an
+irreducible-error term (Hestness et al., 2017; Hoffmann et al., 2022):
+
+* one factor: ``E(X) = a · (X / X₀)^(−α) + E∞`` (:func:`fit_saturating`; ``X₀`` = the smallest ``X``);
+* two factors: ``E(P, D) = a · (P / P₀)^(−α_P) + b · (D / D₀)^(−α_D) + E∞`` (:func:`fit_two_factor`).
+
+Both are least squares on the logarithm of the error (every decade weighs alike), with ``0 ≤ α ≤`` :data:`ALPHA_MAX`
+and ``0 ≤ E∞ <`` the smallest error. A pure power law (``E∞ = 0``) fits *any* monotone curve over a short range
+with a small exponent, which is why the earlier fits, without ``E∞``, could not be read.
+
+Intervals come from a **bootstrap over seeds** (:func:`bootstrap`): each resample draws, in every grid cell, as
+many seeds as it has, with replacement, averages them and refits; the interval is the 2.5–97.5 % range of the
+refitted values. With one seed per cell there is nothing to resample and the interval collapses to the point, so
+the audit decides nothing from it (it needs ≥ 3 seeds). An exponent counts as **resolved** when its interval
+excludes zero and is narrower than the exponent itself (:func:`resolved`; never from a collapsed interval).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.optimize import least_squares
+
+#: the largest exponent a fit may take (a bound, so that a flat curve cannot run away)
+ALPHA_MAX = 4.0
 
 
 @dataclass
-class PowerLawFit:
-    """``y ≈ prefactor · x^(−exponent)``; ``ci`` is the confidence interval of the exponent."""
+class SaturatingFit:
+    """``E ≈ prefactor · (x / x0)^(−exponent) + e_inf``; intervals (95 %) from :func:`bootstrap`."""
 
     exponent: float
-    ci: tuple[float, float]
     prefactor: float
+    e_inf: float
+    x0: float
     n: int
-    r2: float
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # log(observed) − log(fitted), per point
+    ci: tuple[float, float] = (float("nan"), float("nan"))
+    ci_e_inf: tuple[float, float] = (float("nan"), float("nan"))
     level: float = 0.95
+    r2: float = float("nan")  # share of the variance of log-error the fit explains (on its own points)
 
     def predict(self, x) -> np.ndarray:
-        return self.prefactor * np.asarray(x, dtype=float) ** (-self.exponent)
+        return self.prefactor * (np.asarray(x, dtype=float) / self.x0) ** (-self.exponent) + self.e_inf
 
     def describe(self, symbol: str = "α") -> str:
-        """``α = 0.12 (95 % CI 0.05 to 0.19; n = 5 points)``; the interval is n/a below 3 points."""
+        """``α = 0.42 [0.30, 0.55], E∞ = 31.2 % [29.0, 33.1] (n = 4 points)``."""
         lo, hi = self.ci
-        ci = f"{100 * self.level:.0f} % CI {lo:.3f} to {hi:.3f}" if np.isfinite(lo) else "no CI: too few points"
-        return f"{symbol} = {self.exponent:.3f} ({ci}; n = {self.n} points)"
+        ci = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else ""
+        elo, ehi = self.ci_e_inf
+        eci = f" [{100 * elo:.1f}, {100 * ehi:.1f}]" if np.isfinite(elo) else ""
+        return f"{symbol} = {self.exponent:.2f}{ci}, E∞ = {100 * self.e_inf:.1f} %{eci} (n = {self.n} points)"
 
 
-def _t(level: float, dof: int) -> float:
-    return float(stats.t.ppf(0.5 + level / 2, dof)) if dof > 0 else float("nan")
+def _check(x: np.ndarray, y: np.ndarray, need: int) -> None:
+    if len(x) != len(y) or len(x) < need or (x <= 0).any() or (y <= 0).any() or len(np.unique(x)) < 2:
+        raise ValueError(f"need >= {need} points with >= 2 distinct positive x and positive y, got x={x}, y={y}")
 
 
-def fit_power_law(x, y, level: float = 0.95) -> PowerLawFit:
-    """Least-squares fit of ``log y = log a − α log x``; needs positive ``x`` and ``y`` and ≥ 2 distinct x."""
+def fit_saturating(x, y) -> SaturatingFit:
+    """Least squares of ``log y`` on ``log(a·(x/x₀)^(−α) + E∞)``; needs ≥ 3 points (three parameters)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) != len(y) or len(x) < 2 or (x <= 0).any() or (y <= 0).any() or len(np.unique(x)) < 2:
-        raise ValueError(f"need ≥ 2 points with distinct positive x and positive y, got x={x}, y={y}")
-    lx, ly = np.log(x), np.log(y)
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (intercept + slope * lx)
-    dof = len(x) - 2
-    ss_tot = float(((ly - ly.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    if dof > 0:
-        se = float(np.sqrt((resid ** 2).sum() / dof / ((lx - lx.mean()) ** 2).sum()))
-        half = _t(level, dof) * se
-        ci = (-slope - half, -slope + half)
-    else:
-        ci = (float("nan"), float("nan"))
-    return PowerLawFit(float(-slope), ci, float(np.exp(intercept)), len(x), r2, level)
+    _check(x, y, 3)
+    x0, ymin = float(x.min()), float(y.min())
+    u = x / x0
+
+    def resid(theta):
+        la, alpha, e = theta
+        return np.log(np.exp(la) * u ** (-alpha) + e) - np.log(y)
+
+    start = [np.log(max(float(y[np.argmin(x)]) - 0.5 * ymin, 1e-6)), 0.5, 0.5 * ymin]
+    sol = least_squares(resid, start, bounds=([-30.0, 0.0, 0.0], [30.0, ALPHA_MAX, 0.999 * ymin]))
+    la, alpha, e = sol.x
+    r = resid(sol.x)
+    ly = np.log(y)
+    ss = float(((ly - ly.mean()) ** 2).sum())
+    r2 = 1.0 - float((r ** 2).sum()) / ss if ss > 0 else float("nan")
+    return SaturatingFit(float(alpha), float(np.exp(la)), float(e), x0, len(x), -r, r2=r2)
 
 
 @dataclass
 class TwoFactorFit:
-    """``E ≈ exp(c) · P^(−alpha_p) · D^(−alpha_d)`` fitted on a grid of runs."""
+    """``E ≈ a·(P/P₀)^(−alpha_p) + b·(D/D₀)^(−alpha_d) + e_inf`` on a grid; intervals from :func:`bootstrap`."""
 
     alpha_p: float
     alpha_d: float
-    ci_p: tuple[float, float]
-    ci_d: tuple[float, float]
+    e_inf: float
     n: int
-    r2: float
-    level: float = 0.95
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ci_p: tuple[float, float] = (float("nan"), float("nan"))
+    ci_d: tuple[float, float] = (float("nan"), float("nan"))
     ci_gap: tuple[float, float] = (float("nan"), float("nan"))  # interval of alpha_p − alpha_d
+    level: float = 0.95
 
     @property
     def gap(self) -> float:
@@ -78,24 +102,55 @@ class TwoFactorFit:
         return self.alpha_p - self.alpha_d
 
 
-def fit_two_factor(p, d, y, level: float = 0.95) -> TwoFactorFit:
-    """Least squares of ``log y`` on ``[1, log p, log d]`` with t intervals (``n − 3`` dof) per exponent."""
+def fit_two_factor(p, d, y) -> TwoFactorFit:
+    """Least squares of ``log y`` on the two-factor law; needs ≥ 6 points (five parameters)."""
     p, d, y = (np.asarray(v, dtype=float) for v in (p, d, y))
-    X = np.column_stack([np.ones_like(p), np.log(p), np.log(d)])
-    ly = np.log(y)
-    beta, *_ = np.linalg.lstsq(X, ly, rcond=None)
-    resid = ly - X @ beta
-    dof = len(y) - 3
-    if dof < 1:
-        raise ValueError(f"a two-factor fit needs ≥ 4 points, got {len(y)}")
-    cov = (resid ** 2).sum() / dof * np.linalg.inv(X.T @ X)
-    half = _t(level, dof) * np.sqrt(np.diag(cov))
-    r2 = 1.0 - float((resid ** 2).sum()) / float(((ly - ly.mean()) ** 2).sum())
-    gap = float(beta[2] - beta[1])  # alpha_p − alpha_d = −beta_p + beta_d
-    half_gap = _t(level, dof) * float(np.sqrt(cov[1, 1] + cov[2, 2] - 2 * cov[1, 2]))
-    return TwoFactorFit(float(-beta[1]), float(-beta[2]), (float(-beta[1] - half[1]), float(-beta[1] + half[1])),
-                        (float(-beta[2] - half[2]), float(-beta[2] + half[2])), len(y), r2, level,
-                        (gap - half_gap, gap + half_gap))
+    _check(p, y, 6)
+    if len(np.unique(d)) < 2:
+        raise ValueError("a two-factor fit needs >= 2 distinct data sizes")
+    up, ud, ymin = p / p.min(), d / d.min(), float(y.min())
+
+    def resid(theta):
+        la, ap, lb, ad, e = theta
+        return np.log(np.exp(la) * up ** (-ap) + np.exp(lb) * ud ** (-ad) + e) - np.log(y)
+
+    half = np.log(max(float(y.max()) - 0.5 * ymin, 1e-6) / 2)
+    sol = least_squares(resid, [half, 0.5, half, 0.5, 0.5 * ymin],
+                        bounds=([-30, 0, -30, 0, 0], [30, ALPHA_MAX, 30, ALPHA_MAX, 0.999 * ymin]))
+    _, ap, _, ad, e = sol.x
+    return TwoFactorFit(float(ap), float(ad), float(e), len(y), -resid(sol.x))
+
+
+def bootstrap(df: pd.DataFrame, cell: list[str], value: str, fit_cell_means: Callable[[pd.DataFrame], dict],
+              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """``{name: (lo, hi)}``: percentile intervals of the quantities ``fit_cell_means`` returns (a dict of floats)
+    from a table of cell means (columns ``cell`` + ``value``), over ``n_boot`` resamples of the seeds within each
+    cell. Resamples whose fit fails are skipped (their count is returned as ``"failed"``)."""
+    rng = np.random.default_rng(seed)
+    groups = [(k, g[value].to_numpy(dtype=float)) for k, g in df.groupby(cell, sort=True)]
+    draws: dict[str, list[float]] = {}
+    failed = 0
+    for _ in range(n_boot):
+        means = [dict(zip(cell, k if isinstance(k, tuple) else (k,)), **{value: float(rng.choice(v, len(v)).mean())})
+                 for k, v in groups]
+        try:
+            out = fit_cell_means(pd.DataFrame(means))
+        except (ValueError, np.linalg.LinAlgError):
+            failed += 1
+            continue
+        for name, v in out.items():
+            draws.setdefault(name, []).append(v)
+    q = (0.5 - level / 2, 0.5 + level / 2)
+    ci = {name: (float(np.quantile(v, q[0])), float(np.quantile(v, q[1]))) for name, v in draws.items()}
+    ci["failed"] = (float(failed), float(n_boot))
+    return ci
+
+
+def resolved(value: float, ci: tuple[float, float]) -> bool:
+    """Whether a fitted exponent is resolved: its interval excludes zero and is narrower than the exponent (an
+    interval of zero width — one seed per cell, nothing resampled — resolves nothing)."""
+    lo, hi = ci
+    return bool(np.isfinite(lo) and hi > lo > 0 and (hi - lo) < value)
 
 
 def pareto_frontier(df: pd.DataFrame, x: str = "train_flops", y: str = "test_error") -> pd.DataFrame:
