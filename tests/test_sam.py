@@ -351,10 +351,12 @@ def test_chapter_08_probes_each_failing_cell_once_and_shares_a_passing_verdict(m
             for s, ok in enumerate(oks)]
     specs = [SimpleNamespace(model_name=r["model"], train=None, val=None, model_kw={}, step=None, snapshots=False,
                              config=TrainConfig(epochs=8, seed=r["seed"])) for r in rows]
-    monkeypatch.setattr(sweep, "probe_run", lambda s: SimpleNamespace(config=SimpleNamespace(epochs=4), step=None,
+    from ibnb.core import probes
+
+    monkeypatch.setattr(probes, "probe_run", lambda s: SimpleNamespace(config=SimpleNamespace(epochs=4), step=None,
                                                                       seed=s.config.seed))
     prefetched = []
-    monkeypatch.setattr(sweep, "prefetch", lambda runs, *a, **k: prefetched.extend(runs) or set())
+    monkeypatch.setattr(probes, "prefetch", lambda runs, *a, **k: prefetched.extend(runs) or set())
     passes = {("cnn", 1): True, ("cnn", 0): False}  # the adamw cell's probe (seed 1) passes, SAM's (seed 0) fails
 
     def fake_train_or_load(model, *a, config, probe, **k):
@@ -363,7 +365,7 @@ def test_chapter_08_probes_each_failing_cell_once_and_shares_a_passing_verdict(m
         return None, SimpleNamespace(convergence=SimpleNamespace(columns=lambda: {
             "converged": ok, "convergence": f"doubling ({'passes' if ok else 'fails'})"})), True
 
-    monkeypatch.setattr(sweep, "train_or_load", fake_train_or_load)
+    monkeypatch.setattr(probes, "train_or_load", fake_train_or_load)
     out = sweep.probe_cells(p, pd.DataFrame(rows), specs)
     assert [r.seed for r in prefetched] == [1, 0] and out["probed"].tolist() == [False, True, False, True, False, False, False, False, False]
     adamw = out[(out["model"] == "cnn") & (out["method"] == "adamw")]
@@ -373,3 +375,18 @@ def test_chapter_08_probes_each_failing_cell_once_and_shares_a_passing_verdict(m
     assert sam["converged"].tolist() == [False, False, True]  # a failed probe passes no one
     off = sweep.probe_cells({**p, "probe": False}, pd.DataFrame(rows), specs)
     assert not off["probed"].any() and off["converged"].tolist() == [r["converged"] for r in rows]
+
+
+def test_the_size_sweep_compares_vit_and_cnn_only_where_both_were_trained():
+    import importlib
+
+    import pandas as pd
+
+    audit = importlib.import_module("ibnb.chapters.vit_sam.claims_audit")
+    rows = [dict(model=m, n_train=n, seed=s, augment="none", converged=True, test_acc=acc + 0.01 * s)
+            for s in range(3) for m, n, acc in (("vit", 500, 0.30), ("cnn", 500, 0.40), ("vit", 8000, 0.50),
+                                                ("cnn", 8000, 0.55), ("cnn", 49000, 0.77))]
+    arch = pd.DataFrame(rows)
+    assert audit.shared_sizes(arch) == [500, 8000]  # the CNN's full-set runs have no ViT partner
+    gap = audit.size_gap(arch)
+    assert gap["large"].mean == pytest.approx(-5.0) and gap["change"].mean == pytest.approx(5.0)

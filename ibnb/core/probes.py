@@ -9,8 +9,11 @@ probe passes no one; a run that passed on its own keeps its own reason.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from ibnb.core.convergence import probe_config
+from ibnb.core.parallel import prefetch
+from ibnb.core.runs import train_or_load
 
 
 def cell_probes(cells: list, failed: list[bool]) -> list[int]:
@@ -46,3 +49,20 @@ def share_within_cells(rows: list[dict], cells: list, probed: list[int]) -> None
     for row, cell in zip(rows, cells):
         if (j := by_cell.get(cell)) is not None and row is not rows[j]:
             row.update(shared_verdict(row, rows[j]))
+
+
+def probe_failing_cells(rows: list[dict], cells: list, specs: list, workers: int, device,
+                        order: Callable[[list], list] | None = None) -> None:
+    """In place: for each cell whose runs (``rows[i]`` with ``converged``, run ``specs[i]``) fail tests 1–2, train
+    one budget-halving probe (``workers`` at a time, in ``order`` if given), re-check that run with it (test 3),
+    mark it ``probed`` and let the cell's other failing runs share its verdict."""
+    failed = [not r["converged"] and probe_run(s) is not None for r, s in zip(rows, specs)]
+    probed = cell_probes(cells, failed)
+    runs = [probe_run(specs[i]) for i in probed]
+    prefetch(order(runs) if order else runs, workers, device)
+    for i in probed:
+        s = specs[i]
+        _, hist, _ = train_or_load(s.model_name, s.train, s.val, config=s.config, model_kw=s.model_kw, step=s.step,
+                                   device=device, progress=False, probe=True, snapshots=s.snapshots)
+        rows[i].update(hist.convergence.columns(), probed=True)
+    share_within_cells(rows, cells, probed)

@@ -34,7 +34,7 @@ from ibnb.core.data import DATASETS, class_balanced_subset
 from ibnb.core.flops import flops_per_image, throughput, training_flops
 from ibnb.core.models import count_parameters, create_model
 from ibnb.core.parallel import Run, prefetch
-from ibnb.core.probes import cell_probes, probe_run, share_within_cells
+from ibnb.core.probes import probe_failing_cells
 from ibnb.core.reference import epochs_for, splits, steps_per_epoch
 from ibnb.core.runs import train_or_load
 from ibnb.core.train import TrainConfig, device_name, evaluate
@@ -185,17 +185,8 @@ class Lab:
 
     def _probe_cells(self, keys: list[Key], specs: dict) -> None:
         """One budget-halving probe per cell whose runs fail tests 1–2; the cell's other failing seeds share it."""
-        rows = [self.rows[k] for k in keys]
-        cells = [k.cell for k in keys]
-        failed = [not r["converged"] and probe_run(specs[k]) is not None for k, r in zip(keys, rows)]
-        probed = cell_probes(cells, failed)
-        prefetch([probe_run(specs[keys[i]]) for i in probed], self.p["workers"], self.p["device"])
-        for i in probed:
-            s = specs[keys[i]]
-            _, hist, _ = train_or_load(s.model_name, s.train, s.val, config=s.config, model_kw=s.model_kw,
-                                       step=s.step, device=self.p["device"], progress=False, probe=True)
-            rows[i].update(hist.convergence.columns(), probed=True)
-        share_within_cells(rows, cells, probed)
+        probe_failing_cells([self.rows[k] for k in keys], [k.cell for k in keys], [specs[k] for k in keys],
+                            self.p["workers"], self.p["device"])
 
     # -- the sections' tables ---------------------------------------------------------------------------------
     def ladder(self, keys: list[Key]) -> tuple[pd.DataFrame, dict]:

@@ -43,7 +43,7 @@ from ibnb.core.batch_ops import MixStep, make_mix
 from ibnb.core.data import ImageData, class_balanced_subset
 from ibnb.core.models import count_parameters
 from ibnb.core.parallel import Run, prefetch
-from ibnb.core.probes import cell_probes, probe_run, share_within_cells
+from ibnb.core.probes import probe_failing_cells
 from ibnb.core.reference import splits as reference_splits
 from ibnb.core.runs import load_snapshots, train_or_load
 from ibnb.core.train import TrainConfig, device_name, evaluate
@@ -200,15 +200,7 @@ def probe_cells(p: dict, frame: pd.DataFrame, specs: list[Run]) -> pd.DataFrame:
     if not p["probe"] or not rows:
         return pd.DataFrame(rows)
     cells = [(r["experiment"], r["model"], r["method"]) for r in rows]
-    failed = [not r["converged"] and probe_run(s) is not None for r, s in zip(rows, specs)]
-    probed = cell_probes(cells, failed)
-    prefetch(_costliest_first([probe_run(specs[i]) for i in probed]), p["workers"], p["device"])
-    for i in probed:
-        s = specs[i]
-        _, hist, _ = train_or_load(s.model_name, s.train, s.val, config=s.config, model_kw=s.model_kw, step=s.step,
-                                   device=p["device"], progress=False, probe=True, snapshots=s.snapshots)
-        rows[i].update(hist.convergence.columns(), probed=True)
-    share_within_cells(rows, cells, probed)
+    probe_failing_cells(rows, cells, specs, p["workers"], p["device"], order=_costliest_first)
     return pd.DataFrame(rows)
 
 
