@@ -81,10 +81,18 @@ def _per_seed(main: pd.DataFrame, values) -> Effect:
     return effect_of(diff.tolist(), converged=flags)
 
 
+def shared_sizes(arch: pd.DataFrame) -> list[int]:
+    """The training-set sizes at which chapter 01 trained both the ViT and the CNN without augmentation (the CNN
+    alone also runs on the full set)."""
+    d = arch[arch["augment"] == "none"]
+    return sorted(set(d[d["model"] == "vit"]["n_train"]) & set(d[d["model"] == "cnn"]["n_train"]))
+
+
 def size_gap(arch: pd.DataFrame) -> dict[str, Effect]:
-    """ViT − CNN at chapter 01's smallest size (no augmentation) and its change up to the largest size."""
-    d = arch[(arch["augment"] == "none") & arch["model"].isin(["vit", "cnn"])]
-    small, large = d["n_train"].min(), d["n_train"].max()
+    """ViT − CNN at chapter 01's smallest shared size (no augmentation) and its change up to the largest."""
+    sizes = shared_sizes(arch)
+    d = arch[(arch["augment"] == "none") & arch["model"].isin(["vit", "cnn"]) & arch["n_train"].isin(sizes)]
+    small, large = sizes[0], sizes[-1]
     out = {"small": paired_effect(d, "model", "vit", "cnn", where={"n_train": small}),
            "large": paired_effect(d, "model", "vit", "cnn", where={"n_train": large})}
     acc = d.pivot_table(index="seed", columns=["n_train", "model"], values="test_acc")
@@ -147,7 +155,7 @@ def claims(out: Outcome, p: dict) -> list[Claim]:
     setting = f"CIFAR-10, {out.n_train:,} images, {p['epochs']} epochs, {p['seeds']} seeds, {{}}"
     c = []
     if out.arch is not None:
-        n = sorted(out.arch["n_train"].unique())
+        n = shared_sizes(out.arch)
         c.append(judge("a ViT is worse than a CNN when trained on small data", "dosovitskiy2021image",
                        f"chapter 01's runs, {n[0]:,} images, no augmentation", e["size_small"], direction=-1))
         c.append(judge("the ViT's deficit shrinks as the training set grows", "dosovitskiy2021image",
